@@ -1,0 +1,281 @@
+"""The demonstrator's line-pair config file (spec §2), parsed strictly.
+
+Format, as the original reads it: a line whose trimmed text *begins with* a key name (prefix test)
+names that key, and the next physical line holds its value.  Every key is looked up from the top of
+the file, so the first matching line wins (value and comment lines included); unknown lines are
+ignored, the order is free and CRLF line ends work.  Strings take the first whitespace token of the
+value line, so paths cannot contain spaces (as in the original).
+
+Fixed on purpose (decisions.md): everything the original crashed on or silently mis-read is a
+one-line :class:`~lrp_cli.errors.ConfigError` naming the file, the line and the key — a missing file
+or key, a key without a value line, an int value that is not a whole integer (``1.5`` and ``12abc``
+are errors, not 1 and 12), a float that is not a number, an out-of-range mode, β < 0,
+``baseimgsize`` or ``numclasses`` ≤ 0, and model/mean/synset files that are not regular files.
+Whitespace-only lines are simply ignored and a UTF-8 byte-order mark is tolerated.  Lines longer than
+2999 characters are not cut (the original's buffer limit is not reproduced).
+
+Relative paths of ``param_file``, ``model_file``, ``mean_file`` and ``synsetfile`` are looked up in
+the working directory first (as the original did) and then next to the config file, so shipped
+configs work from anywhere.  ``standalone_outpath`` is kept exactly as written and, like the
+original, is relative to the working directory (it is *not* resolved against the config's folder).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+import numpy as np
+
+from .errors import ConfigError
+from .render import COLORMAPS
+
+__all__ = [
+    "Config",
+    "EXTENSION_KEYS",
+    "FILE_KEYS",
+    "ORIGINAL_KEYS",
+    "load_config",
+    "parse_config",
+]
+
+#: The 15 keys of the original, in its lookup order (§2.2), with their types.
+ORIGINAL_KEYS: tuple[tuple[str, type], ...] = (
+    ("param_file", Path),
+    ("model_file", Path),
+    ("mean_file", Path),
+    ("use_mean_file_asbinaryprotoblob", int),
+    ("lastlayerindex", int),
+    ("firstlayerindex", int),
+    ("synsetfile", Path),
+    ("baseimgsize", int),
+    ("standalone_outpath", str),
+    ("standalone_rootpath", str),
+    ("relpropformulatype", int),
+    ("epsstab", float),
+    ("alphabeta_beta", float),
+    ("numclasses", int),
+    ("auxiliaryvariable_maxlayerindexforflatdistinconv", int),
+)
+
+#: Keys naming input files that must exist as regular files.
+FILE_KEYS: tuple[str, ...] = ("param_file", "model_file", "mean_file", "synsetfile")
+
+#: Optional lrp_cli keys (same line-pair format) → allowed values (None = any integer) and default.
+EXTENSION_KEYS: Mapping[str, tuple[tuple[str, ...] | None, object]] = MappingProxyType(
+    {
+        "lrn_relevance": (("original", "identity"), "original"),
+        "heatmap_colormap": (COLORMAPS, "original"),
+        "mean_alignment": (("original", "centered"), "original"),
+        "default_target": (None, None),
+    }
+)
+
+_INT_RE = re.compile(r"[+-]?[0-9]+\Z")
+_FLOAT_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\Z")
+_INT32 = (-(2**31), 2**31 - 1)
+
+
+@dataclass(frozen=True)
+class Config:
+    """A parsed config.  Paths of :data:`FILE_KEYS` are resolved, absolute :class:`Path` objects.
+
+    ``raw`` maps every key found to the value token as written, ``lines`` to the 1-based line
+    number of its key line (use :meth:`where` to name a key in an error message).
+    """
+
+    source: str
+    param_file: Path
+    model_file: Path
+    mean_file: Path
+    use_mean_file_asbinaryprotoblob: int
+    lastlayerindex: int
+    firstlayerindex: int
+    synsetfile: Path
+    baseimgsize: int
+    standalone_outpath: str
+    standalone_rootpath: str
+    relpropformulatype: int
+    epsstab: float
+    alphabeta_beta: float
+    numclasses: int
+    auxiliaryvariable_maxlayerindexforflatdistinconv: int
+    lrn_relevance: str = "original"
+    heatmap_colormap: str = "original"
+    mean_alignment: str = "original"
+    default_target: int | None = None
+    raw: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+    lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def alpha(self) -> float:
+        """α of the α-β rule: 1 + β, as the original computes it."""
+        return 1.0 + self.alphabeta_beta
+
+    def where(self, key: str) -> str:
+        """``"<file> line N (key)"`` for messages about a key's value found later (e.g. by the net)."""
+        line = self.lines.get(key)
+        return f"{self.source} line {line} ({key})" if line else f"{self.source} ({key})"
+
+
+def _err(source: str, line: int | None, key: str | None, problem: str) -> ConfigError:
+    where = f"{source} line {line}" if line else source
+    return ConfigError(f"{where}: {key}: {problem}" if key else f"{where}: {problem}")
+
+
+def _split_lines(text: str) -> list[str]:
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the final newline does not start another line
+    return lines
+
+
+def _trim(line: str) -> str:
+    # the original trims spaces and tabs; a CR is dropped too so CRLF files behave the same
+    return line.rstrip("\r").strip(" \t")
+
+
+def _lookup(key: str, trimmed: list[str], raw_lines: list[str], source: str) -> tuple[int, str] | None:
+    """First line beginning with ``key`` → (1-based line number, first value token); None if absent."""
+    for i, line in enumerate(trimmed):
+        if not line.startswith(key):
+            continue
+        if i + 1 >= len(raw_lines):
+            raise _err(source, i + 1, key, "key is on the last line, its value line is missing")
+        tokens = raw_lines[i + 1].split()
+        if not tokens:
+            raise _err(source, i + 2, key, "empty value line (the value must be on the line right after the key)")
+        return i + 1, tokens[0]
+    return None
+
+
+def _parse_int(token: str, source: str, line: int, key: str) -> int:
+    """Strict integer: an optional sign and digits only, within the 32-bit range of the original."""
+    if not _INT_RE.match(token):
+        raise _err(source, line + 1, key, f"value {token!r} is not an integer")
+    value = int(token)
+    if not _INT32[0] <= value <= _INT32[1]:
+        raise _err(source, line + 1, key, f"value {token} is out of the 32-bit integer range")
+    return value
+
+
+def _parse_float(token: str, source: str, line: int, key: str) -> float:
+    """Strict decimal number (``1``, ``0.5``, ``1e-10``), rounded to float32 like the original's member."""
+    if not _FLOAT_RE.match(token):
+        raise _err(source, line + 1, key, f"value {token!r} is not a number")
+    with np.errstate(over="ignore"):
+        value = float(np.float32(float(token)))
+    if not math.isfinite(value):
+        raise _err(source, line + 1, key, f"value {token} is out of the float32 range")
+    return value
+
+
+def _resolve_file(token: str, source: str, line: int, key: str, cwd: Path, config_dir: Path, cut: bool) -> Path:
+    p = Path(token)
+    candidates = [p] if p.is_absolute() else [cwd / p, config_dir / p]
+    for c in candidates:
+        if os.path.lexists(c):
+            if not c.is_file():
+                raise _err(source, line + 1, key, f"{token} is not a regular file ({os.path.abspath(c)})")
+            return Path(os.path.abspath(c))
+    looked = " or ".join(str(os.path.abspath(c)) for c in dict.fromkeys(candidates))
+    hint = "; the value is cut at the first whitespace, paths cannot contain spaces" if cut else ""
+    raise _err(source, line + 1, key, f"file {token} not found (looked for {looked}){hint}")
+
+
+def parse_config(
+    text: str,
+    source: str = "<config>",
+    *,
+    config_dir: str | os.PathLike | None = None,
+    cwd: str | os.PathLike | None = None,
+    check_files: bool = True,
+) -> Config:
+    """Parse config text.  ``source`` names the file in errors; relative input files are looked up
+    in ``cwd`` (default: the working directory) and then in ``config_dir`` (default: ``cwd``).
+
+    With ``check_files=False`` the four input files are only made absolute against ``cwd`` and not
+    required to exist (for inspecting a config away from its models).
+    """
+    cwd_p = Path(cwd) if cwd is not None else Path.cwd()
+    cfg_dir = Path(config_dir) if config_dir is not None else cwd_p
+    raw_lines = _split_lines(text)
+    trimmed = [_trim(line) for line in raw_lines]
+    values: dict[str, object] = {}
+    raw: dict[str, str] = {}
+    lines: dict[str, int] = {}
+
+    for key, typ in ORIGINAL_KEYS:
+        found = _lookup(key, trimmed, raw_lines, source)
+        if found is None:
+            raise _err(
+                source, None, key, "missing key (all 15 keys are required: the key on one line, its value on the next)"
+            )
+        line, token = found
+        raw[key], lines[key] = token, line
+        if typ is int:
+            values[key] = _parse_int(token, source, line, key)
+        elif typ is float:
+            values[key] = _parse_float(token, source, line, key)
+        elif typ is Path:
+            if check_files:
+                cut = len(raw_lines[line].split()) > 1
+                values[key] = _resolve_file(token, source, line, key, cwd_p, cfg_dir, cut)
+            else:
+                values[key] = Path(os.path.abspath(cwd_p / token))
+        else:
+            values[key] = token
+
+    for key, (allowed, default) in EXTENSION_KEYS.items():
+        found = _lookup(key, trimmed, raw_lines, source)
+        if found is None:
+            values[key] = default
+            continue
+        line, token = found
+        raw[key], lines[key] = token, line
+        if allowed is None:
+            values[key] = _parse_int(token, source, line, key)
+        elif token in allowed:
+            values[key] = token
+        else:
+            raise _err(source, line + 1, key, f"value {token!r} is not one of: {', '.join(allowed)}")
+
+    def check(key: str, ok: bool, problem: str) -> None:
+        if not ok:
+            raise _err(source, lines[key] + 1, key, f"value {raw[key]} {problem}")
+
+    check(
+        "use_mean_file_asbinaryprotoblob",
+        values["use_mean_file_asbinaryprotoblob"] in (0, 1, 2),
+        "is not 0 (text mean), 1 (binaryproto, BGR) or 2 (binaryproto, RGB)",
+    )
+    check("alphabeta_beta", values["alphabeta_beta"] >= 0, "is negative (β must be ≥ 0; α = 1 + β)")
+    check("baseimgsize", values["baseimgsize"] > 0, "must be a positive image size")
+    check("numclasses", values["numclasses"] > 0, "must be a positive number of classes")
+
+    return Config(source=source, raw=MappingProxyType(raw), lines=MappingProxyType(lines), **values)
+
+
+def load_config(path: str | os.PathLike, *, cwd: str | os.PathLike | None = None, check_files: bool = True) -> Config:
+    """Read and parse the config file at ``path`` (see :func:`parse_config`); errors name ``path`` as given."""
+    source = os.fspath(path)
+    cwd_p = Path(cwd) if cwd is not None else Path.cwd()
+    p = Path(source)
+    full = p if p.is_absolute() else cwd_p / p
+    if not full.exists():
+        raise ConfigError(f"{source}: config file does not exist")
+    if full.is_dir():
+        raise ConfigError(f"{source}: is a directory, not a config file")
+    try:
+        data = full.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{source}: cannot read config file: {e.strerror or e}") from None
+    text = data.decode("utf-8", errors="surrogateescape")
+    return parse_config(text, source, config_dir=full.parent, cwd=cwd_p, check_files=check_files)

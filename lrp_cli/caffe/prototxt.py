@@ -1,0 +1,182 @@
+"""Read a deploy .prototxt into a NetParameter, upgraded and filtered the way Caffe builds a net.
+
+- V1 nets (``layers { type: CONVOLUTION ... }``) are upgraded to V2 ``layer`` entries.
+- ``input_dim`` (four values per input) is turned into ``input_shape``.
+- Layers are filtered with Caffe's include/exclude rules for the TEST phase (the phase the
+  demonstrator builds its net in) and the net's own ``state`` level and stages.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from google.protobuf import text_format
+
+from lrp_cli.caffe import caffe_pb2
+from lrp_cli.errors import ModelError
+
+# V1 LayerType enum name -> V2 type string (Caffe's upgrade table).
+V1_TYPE_NAMES = {
+    "ABSVAL": "AbsVal",
+    "ACCURACY": "Accuracy",
+    "ARGMAX": "ArgMax",
+    "BNLL": "BNLL",
+    "CONCAT": "Concat",
+    "CONTRASTIVE_LOSS": "ContrastiveLoss",
+    "CONVOLUTION": "Convolution",
+    "DECONVOLUTION": "Deconvolution",
+    "DATA": "Data",
+    "DROPOUT": "Dropout",
+    "DUMMY_DATA": "DummyData",
+    "EUCLIDEAN_LOSS": "EuclideanLoss",
+    "ELTWISE": "Eltwise",
+    "EXP": "Exp",
+    "FLATTEN": "Flatten",
+    "HDF5_DATA": "HDF5Data",
+    "HDF5_OUTPUT": "HDF5Output",
+    "HINGE_LOSS": "HingeLoss",
+    "IM2COL": "Im2col",
+    "IMAGE_DATA": "ImageData",
+    "INFOGAIN_LOSS": "InfogainLoss",
+    "INNER_PRODUCT": "InnerProduct",
+    "LRN": "LRN",
+    "MEMORY_DATA": "MemoryData",
+    "MULTINOMIAL_LOGISTIC_LOSS": "MultinomialLogisticLoss",
+    "MVN": "MVN",
+    "POOLING": "Pooling",
+    "POWER": "Power",
+    "RELU": "ReLU",
+    "SIGMOID": "Sigmoid",
+    "SIGMOID_CROSS_ENTROPY_LOSS": "SigmoidCrossEntropyLoss",
+    "SILENCE": "Silence",
+    "SOFTMAX": "Softmax",
+    "SOFTMAX_LOSS": "SoftmaxWithLoss",
+    "SPLIT": "Split",
+    "SLICE": "Slice",
+    "TANH": "TanH",
+    "WINDOW_DATA": "WindowData",
+    "THRESHOLD": "Threshold",
+}
+
+# *_param fields a V1 layer shares (by name) with LayerParameter.
+_V1_PARAM_FIELDS = tuple(
+    f.name
+    for f in caffe_pb2.V1LayerParameter.DESCRIPTOR.fields
+    if f.name.endswith("_param") and f.name in caffe_pb2.LayerParameter.DESCRIPTOR.fields_by_name
+)
+
+_POSITION_PREFIX = re.compile(r"^\d+:\d+ : ")
+
+
+def read_prototxt(path: str | os.PathLike, phase: int = caffe_pb2.TEST) -> caffe_pb2.NetParameter:
+    """Parse a text-format net, upgrade V1 layers and input_dim, and keep the layers of ``phase``."""
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise ModelError(f"{path}: cannot read prototxt: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise ModelError(f"{path}: not a text prototxt ({e.reason} at byte {e.start})") from None
+    return parse_prototxt(text, path, phase)
+
+
+def parse_prototxt(text: str, path: str = "<prototxt>", phase: int = caffe_pb2.TEST) -> caffe_pb2.NetParameter:
+    """Like read_prototxt, on the text of a prototxt; ``path`` only names it in errors."""
+    net = caffe_pb2.NetParameter()
+    try:
+        text_format.Parse(text, net)
+    except text_format.ParseError as e:
+        message = _POSITION_PREFIX.sub("", str(e))
+        where = f"line {e.GetLine()}, column {e.GetColumn()}: " if e.GetLine() else ""
+        raise ModelError(f"{path}: {where}{message}") from None
+    if len(net.layers) and len(net.layer):
+        raise ModelError(f"{path}: mixes V1 'layers' and V2 'layer' entries; use one format")
+    if len(net.layers):
+        upgrade_v1_layers(net, path)
+    upgrade_input_dim(net, path)
+    return filter_layers(net, phase, path)
+
+
+def upgrade_v1_layers(net: caffe_pb2.NetParameter, path: str = "<prototxt>") -> None:
+    """Replace the V1 ``layers`` of ``net`` by equivalent V2 ``layer`` entries (in place)."""
+    for index, old in enumerate(net.layers):
+        label = f"layer '{old.name}'" if old.name else f"layer #{index}"
+        if old.HasField("layer"):
+            raise ModelError(f"{path}: {label} is in the V0 format (nested 'layer'), which is not supported")
+        type_name = caffe_pb2.V1LayerParameter.LayerType.Name(old.type)
+        if type_name not in V1_TYPE_NAMES:
+            raise ModelError(f"{path}: {label} has no type")
+        new = net.layer.add(name=old.name, type=V1_TYPE_NAMES[type_name])
+        new.bottom.extend(old.bottom)
+        new.top.extend(old.top)
+        new.include.extend(old.include)
+        new.exclude.extend(old.exclude)
+        new.loss_weight.extend(old.loss_weight)
+        new.blobs.extend(old.blobs)
+        param_count = max(len(old.param), len(old.blob_share_mode), len(old.blobs_lr), len(old.weight_decay))
+        for i in range(param_count):
+            spec = new.param.add()
+            if i < len(old.param):
+                spec.name = old.param[i]
+            if i < len(old.blob_share_mode):
+                spec.share_mode = old.blob_share_mode[i]
+            if i < len(old.blobs_lr):
+                spec.lr_mult = old.blobs_lr[i]
+            if i < len(old.weight_decay):
+                spec.decay_mult = old.weight_decay[i]
+        for field in _V1_PARAM_FIELDS:
+            if old.HasField(field):
+                getattr(new, field).CopyFrom(getattr(old, field))
+    del net.layers[:]
+
+
+def upgrade_input_dim(net: caffe_pb2.NetParameter, path: str = "<prototxt>") -> None:
+    """Turn legacy ``input_dim`` values into one ``input_shape`` per ``input`` (in place)."""
+    inputs = len(net.input)
+    if len(net.input_dim):
+        if len(net.input_shape):
+            raise ModelError(f"{path}: gives both input_shape and input_dim; use one")
+        if len(net.input_dim) != 4 * inputs:
+            raise ModelError(
+                f"{path}: {len(net.input_dim)} input_dim values for {inputs} input(s); need 4 per input (N, C, H, W)"
+            )
+        for i in range(inputs):
+            net.input_shape.add().dim.extend(net.input_dim[4 * i : 4 * i + 4])
+        del net.input_dim[:]
+    elif len(net.input_shape) != inputs:
+        raise ModelError(f"{path}: {inputs} input(s) but {len(net.input_shape)} input_shape entries; need one each")
+
+
+def filter_layers(
+    net: caffe_pb2.NetParameter, phase: int = caffe_pb2.TEST, path: str = "<prototxt>"
+) -> caffe_pb2.NetParameter:
+    """A copy of ``net`` with only the layers whose include/exclude rules admit ``phase``."""
+    state = caffe_pb2.NetState(phase=phase, level=net.state.level, stage=net.state.stage)
+    filtered = caffe_pb2.NetParameter()
+    filtered.CopyFrom(net)
+    filtered.state.phase = phase
+    del filtered.layer[:]
+    for layer in net.layer:
+        if len(layer.include) and len(layer.exclude):
+            raise ModelError(f"{path}: layer '{layer.name}' has both include and exclude rules; use one kind")
+        if len(layer.include):
+            keep = any(state_meets_rule(state, rule) for rule in layer.include)
+        else:
+            keep = not any(state_meets_rule(state, rule) for rule in layer.exclude)
+        if keep:
+            filtered.layer.add().CopyFrom(layer)
+    return filtered
+
+
+def state_meets_rule(state: caffe_pb2.NetState, rule: caffe_pb2.NetStateRule) -> bool:
+    """Caffe's test of one NetStateRule: phase, level range, required and forbidden stages."""
+    if rule.HasField("phase") and rule.phase != state.phase:
+        return False
+    if rule.HasField("min_level") and state.level < rule.min_level:
+        return False
+    if rule.HasField("max_level") and state.level > rule.max_level:
+        return False
+    stages = set(state.stage)
+    return all(s in stages for s in rule.stage) and not any(s in stages for s in rule.not_stage)

@@ -168,16 +168,15 @@ def load_image(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MA
     """Decode the first frame of ``path`` with Pillow (EXIF orientation not applied).
 
     Any problem — missing, empty, not an image, truncated or corrupt data, more than ``max_pixels``
-    pixels (None: no limit), or a Pillow warning (treated as an error like ImageMagick's exceptions) —
-    raises :class:`ImageError` with one line naming the file.
+    pixels (None: only Pillow's own ``Image.MAX_IMAGE_PIXELS`` applies), or any warning Pillow emits
+    while decoding (turned into an error, as Magick++ throws on ImageMagick's corrupt-image warnings) —
+    raises :class:`ImageError` with one line naming the file.  The warning filter is process-wide
+    while it runs (``warnings.catch_warnings``): decode in processes, not threads, when that matters.
     """
     name = os.fspath(path)
     try:
         if os.path.getsize(name) == 0:
             raise ImageError(f"{name}: cannot read image: empty file")
-    except OSError as exc:
-        raise ImageError(f"{name}: cannot read image: {exc.strerror or exc}") from None
-    try:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             with Image.open(name) as im:
@@ -192,17 +191,17 @@ def load_image(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MA
                 return _decode_frame(im, fmt)
     except ImageError:
         raise
-    except Image.DecompressionBombError as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"{name}: image too large: {_one_line(exc)}") from None
     except UnidentifiedImageError:
         raise ImageError(f"{name}: cannot read image: not a recognised image file") from None
-    except (Warning, OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, MemoryError) as exc:
+    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
+        raise ImageError(f"{name}: cannot read image: {exc.strerror or _one_line(exc)}") from None
+    except Exception as exc:  # Pillow and its plugins raise assorted exceptions on malformed data
         text = _one_line(exc)
         if "truncated" in text.lower() or isinstance(exc, EOFError):
             raise ImageError(f"{name}: truncated image data ({text})") from None
         raise ImageError(f"{name}: corrupt or unreadable image ({type(exc).__name__}: {text})") from None
-    except Exception as exc:  # Pillow plugins raise assorted exceptions on malformed data
-        raise ImageError(f"{name}: corrupt or unreadable image ({type(exc).__name__}: {_one_line(exc)})") from None
 
 
 def _one_line(exc: BaseException) -> str:
@@ -353,13 +352,16 @@ def _filter_pass(
     colour = Σ (w·α)·v / Σ w·α (1/ε if that sum is below ε = 1e-15), opacity = Σ w·opacity.
     """
     idx, w = filter_taps(kind, planes.shape[0], out_size)
-    src = planes.astype(np.float64)
+    src = np.ascontiguousarray(planes, dtype=np.float64)  # rows of axis 0 contiguous: fast gathers
     acc = np.zeros((out_size,) + src.shape[1:])
     if alpha is None:
+        tmp = np.empty_like(acc)
         for t in range(idx.shape[1]):
-            acc += w[:, t, None, None] * src[idx[:, t]]
+            np.take(src, idx[:, t], axis=0, out=tmp)
+            tmp *= w[:, t, None, None]
+            acc += tmp
         return _clamp_to_quantum(acc), None
-    alpha_d = alpha.astype(np.float64)
+    alpha_d = np.ascontiguousarray(alpha, dtype=np.float64)
     opacity = QUANTUM_RANGE - alpha_d
     acc_op = np.zeros((out_size,) + alpha.shape[1:])
     gamma = np.zeros((out_size,) + alpha.shape[1:])
@@ -594,6 +596,8 @@ class Preprocessed:
 
 def _check_sizes(baseimgsize: int, input_hw: tuple[int, int]) -> tuple[int, int]:
     inhei, inwid = int(input_hw[0]), int(input_hw[1])
+    if int(baseimgsize) != baseimgsize or baseimgsize < 1:
+        raise ConfigError(f"baseimgsize must be a positive integer, got {baseimgsize!r}")
     if inhei < 1 or inwid < 1:
         raise ModelError(f"net input size must be positive, got {inhei}x{inwid}")
     if baseimgsize < max(inhei, inwid):

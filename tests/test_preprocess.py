@@ -253,6 +253,12 @@ def test_crop_pad_branches(hei: int, wid: int, rows: np.ndarray, cols: np.ndarra
     np.testing.assert_array_equal(out, img[:, rows[:, None], cols[None, :]])
 
 
+def test_crop_pad_short_long_side_clamped() -> None:
+    """baseimgsize = net size and a long side one pixel short: the original read past the image."""
+    plan = pp.crop_pad_plan(226, 150, 227, 227, 227)
+    assert plan.border == 0 and plan.rows[-1] == 225 and plan.rows[-2] == 225
+
+
 def test_crop_pad_landscape_padded_rows_replicate() -> None:
     img = np.random.default_rng(0).random((3, 26, 255))
     out = pp.crop_pad(img, 256, 227, 227)
@@ -455,6 +461,8 @@ def test_bad_images(tmp_path: Path) -> None:
         assert text.startswith(str(path)) and "\n" not in text
     with pytest.raises(ImageError, match="No such file"):
         pp.load_image(tmp_path / "missing.jpg")
+    with pytest.raises(ImageError, match="cannot read image"):
+        pp.load_image(tmp_path)
     small = tmp_path / "small.png"
     Image.new("RGB", (50, 40)).save(small)
     with pytest.raises(ImageError, match="too large"):
@@ -470,8 +478,9 @@ def test_warning_becomes_error(tmp_path: Path) -> None:
     old = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = 64 * 64 - 1  # Pillow warns (DecompressionBombWarning) above this
     try:
-        with pytest.raises(ImageError, match=str(path)):
+        with pytest.raises(ImageError, match="too large") as info:
             pp.load_image(path, max_pixels=None)
+        assert str(info.value).startswith(str(path))
     finally:
         Image.MAX_IMAGE_PIXELS = old
 

@@ -1,0 +1,25 @@
+"""One module per Caffe layer type; importing this package registers them all with :func:`build_layer`."""
+
+from . import (  # noqa: F401  (registration side effect)
+    batch_norm,
+    concat,
+    convolution,
+    dropout,
+    eltwise,
+    flatten,
+    inner_product,
+    input,
+    lrn,
+    pooling,
+    prelu,
+    relu,
+    reshape,
+    scale,
+    sigmoid,
+    softmax,
+    split,
+    tanh,
+)
+from .base import Layer, Saved, build_layer
+
+__all__ = ["Layer", "Saved", "build_layer"]

@@ -1,0 +1,106 @@
+"""Forward → ranking → initial relevance → relevance per layer → raw heatmap, for a batch of input blobs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import RelevanceError
+from .net import Net
+from .rules import RuleSettings, formula
+
+TOP5 = -2
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Results for a batch of N images.
+
+    scores: N×numclasses values of the net's first output (probabilities for a Softmax net);
+    ranking: N×numclasses class indices, best first; classes: the explained classes per image;
+    rawhm: N×C×H×W relevance at the input with the channels reversed (R, G, B for a BGR net), as the original
+    writes it; for formula 99 every channel holds the per-pixel L2 norm.
+    """
+
+    scores: np.ndarray
+    ranking: np.ndarray
+    classes: list[list[int]]
+    rawhm: np.ndarray
+
+
+def choose_classes(ranking: np.ndarray, target: int) -> list[int]:
+    """−2: the top-5 (or fewer) classes; any other negative: the top-1; ≥ 0: that class."""
+    if target == TOP5:
+        return [int(c) for c in ranking[: min(5, len(ranking))]]
+    if target < 0:
+        return [int(ranking[0])]
+    return [int(target)]
+
+
+class Explainer:
+    """Holds a net and the relevance settings of a config; validates them before any image is processed."""
+
+    def __init__(
+        self,
+        net: Net,
+        formula_type: int,
+        epsilon: float,
+        beta: float,
+        aux: int,
+        last_layer_index: int,
+        first_layer_index: int,
+        numclasses: int,
+        lrn_relevance: str = "original",
+    ):
+        self.net = net
+        self.formula = formula(formula_type)
+        self.start = net.resolve_start(last_layer_index)
+        self.first = first_layer_index
+        net.check_range(self.start, self.first)
+        self.numclasses = numclasses
+        self.lrn_relevance = lrn_relevance
+        self.settings = RuleSettings(self.formula, epsilon, beta, aux, first_layer_index, net.fc6_index)
+        self.settings.validate()
+
+    @property
+    def needs_input_bounds(self) -> bool:
+        """True when the layer at firstlayerindex gets the z^B rule (formulas 6, 8, 18 on a convolution)."""
+        node = self.net.nodes[self.first]
+        return node.type in ("Convolution", "InnerProduct") and self.settings.rule_name(node.type, node.index) == "zbox"
+
+    def explain(
+        self,
+        images: np.ndarray,
+        targets: list[int],
+        input_bounds: tuple[np.ndarray, np.ndarray] | None = None,
+        on_layer=None,
+    ) -> Explanation:
+        """images: N×C×H×W float32 input blobs; targets: one per image; input_bounds: (low, high) arrays of
+        the images' shape for the z^B rule (formulas 6, 8, 18); on_layer: see :meth:`Net.propagate`."""
+        forward = self.net.forward(images)
+        output = forward.outputs[self.net.output_names[0]]
+        values = output.reshape(output.shape[0], -1)
+        if self.numclasses > values.shape[1]:
+            raise RelevanceError(
+                f"numclasses {self.numclasses} exceeds the {values.shape[1]} outputs of blob "
+                f"'{self.net.output_names[0]}'"
+            )
+        scores = values[:, : self.numclasses]
+        ranking = np.argsort(-scores, axis=1, kind="stable")
+        classes = [choose_classes(ranking[n], int(t)) for n, t in enumerate(targets)]
+        seed = self.net.initial_relevance(forward, self.start, classes)
+        settings = self.settings
+        if input_bounds is not None:
+            settings = RuleSettings(
+                settings.formula, settings.epsilon, settings.beta, settings.aux, settings.first_index,
+                settings.fc6_index, input_bounds,
+            )
+        relevance = self.net.propagate(forward, self.start, self.first, seed, settings, self.lrn_relevance, on_layer)
+        if relevance.ndim == 2:
+            relevance = relevance[:, :, None, None]
+        rawhm = relevance[:, ::-1]
+        if self.formula.l2_norm:
+            norm = np.sqrt((rawhm.astype(np.float64) ** 2).sum(axis=1, keepdims=True))
+            rawhm = np.broadcast_to(norm, rawhm.shape)
+        return Explanation(scores, ranking, classes, np.ascontiguousarray(rawhm, dtype=np.float64))

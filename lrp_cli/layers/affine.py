@@ -1,0 +1,35 @@
+"""Per-channel affine layers (BatchNorm, Scale) as diagonal linear layers."""
+
+from __future__ import annotations
+
+from .linear import LinearLayer
+
+
+class ChannelAffine(LinearLayer):
+    """y[n,c,…] = a_c·x[n,c,…] + b_c. A diagonal linear layer: every linear rule applies to it.
+
+    When it directly follows a convolution or inner product, the net folds it into that layer for relevance
+    (a → rows of W, b → bias) and passes relevance through it unchanged.
+    """
+
+    def _view(self, v, ndim):
+        return v.reshape((1, -1) + (1,) * (ndim - 2))
+
+    def linear(self, x, weight):
+        return x * self._view(weight, x.ndim)
+
+    def linear_transposed(self, signal, weight, input_shape):
+        return signal * self._view(weight, len(input_shape))
+
+    def forward(self, bottoms):
+        x = bottoms[0]
+        y = self.linear(x, self.weight)
+        if self.bias is not None:
+            y += self.bias_view(self.bias, x.ndim)
+        return [y], {}
+
+    @property
+    def flat_divisor(self):
+        return 1
+
+    _relevance_identity = LinearLayer._relevance_identity

@@ -1,0 +1,27 @@
+"""Concat along ``axis`` (default 1, or the legacy concat_dim)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Layer
+
+
+class Concat(Layer):
+    """Forward concatenates; relevance and gradient hand each bottom its slice of the top's relevance."""
+
+    type = "Concat"
+
+    def __init__(self, name, param, blobs):
+        super().__init__(name, param, blobs)
+        p = param.concat_param
+        self.axis = int(p.axis) if p.HasField("axis") or not p.HasField("concat_dim") else int(p.concat_dim)
+
+    def forward(self, bottoms):
+        return [np.concatenate(bottoms, axis=self.axis)], {}
+
+    def _relevance_lrp(self, saved, top_relevance):
+        bounds = np.cumsum([b.shape[self.axis] for b in saved.bottoms])[:-1]
+        return np.split(top_relevance[0], bounds, axis=self.axis)
+
+    _relevance_gradient = _relevance_lrp

@@ -1,0 +1,92 @@
+"""Pooling: MAX and AVE with Caffe's ceil-mode windows, padding and global pooling."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ModelError
+from .base import Layer, pair
+from .windows import Windows1D, pad_spatial, window_sums, window_sums_adjoint, window_view
+
+MAX, AVE = 0, 1
+
+
+class Pooling(Layer):
+    """MAX: y_j = max of window j (argmax = first maximum in row-major scan); AVE: y_j = Σ_window x / size_j.
+
+    Relevance (``lrp``): MAX winner-takes-all, R_i = Σ_{j: argmax_j = i} R_j; AVE proportional,
+    R_i = Σ_{j ∋ i} x_i·R_j/s_j with s_j = Σ_{window j} x, where |s_j| < 1e-6 adds x_i instead (the original's rule).
+    Gradient: MAX routes to the argmax; AVE spreads R_j/size_j over the window. N×C×H×W → N×C×Ho×Wo.
+    """
+
+    type = "Pooling"
+
+    def __init__(self, name, param, blobs):
+        super().__init__(name, param, blobs)
+        p = param.pooling_param
+        self.method = int(p.pool)
+        if self.method not in (MAX, AVE):
+            raise ModelError(f"{self.describe()}: only MAX and AVE pooling are supported")
+        self.global_pooling = bool(p.global_pooling)
+        self.kernel = pair(p.kernel_size, p.kernel_h, p.kernel_w, 0)
+        self.stride = pair(p.stride, p.stride_h, p.stride_w, 1)
+        self.pad = pair(p.pad, p.pad_h, p.pad_w, 0)
+        if not self.global_pooling and min(self.kernel) <= 0:
+            raise ModelError(f"{self.describe()}: kernel size must be positive")
+
+    def windows(self, shape) -> tuple[Windows1D, Windows1D]:
+        h, w = shape[2], shape[3]
+        if self.global_pooling:
+            return Windows1D.caffe(h, h, 1, 0), Windows1D.caffe(w, w, 1, 0)
+        return (
+            Windows1D.caffe(h, self.kernel[0], self.stride[0], self.pad[0]),
+            Windows1D.caffe(w, self.kernel[1], self.stride[1], self.pad[1]),
+        )
+
+    def forward(self, bottoms):
+        x = bottoms[0]
+        rows, cols = self.windows(x.shape)
+        if self.method == AVE:
+            sizes = rows.size[:, None] * cols.size[None, :]
+            return [(window_sums(x, rows, cols) / sizes).astype(x.dtype)], {"windows": (rows, cols)}
+        n, c, h, w = x.shape
+        kh, kw = (h, w) if self.global_pooling else self.kernel
+        sh, sw = (1, 1) if self.global_pooling else self.stride
+        ph, pw = (0, 0) if self.global_pooling else self.pad
+        ho, wo = rows.count, cols.count
+        xp = pad_spatial(
+            x, ph, max(0, (ho - 1) * sh + kh - ph - h), pw, max(0, (wo - 1) * sw + kw - pw - w), value=-np.inf
+        )
+        view = window_view(xp, (kh, kw), (sh, sw), (1, 1), (ho, wo)).transpose(0, 1, 4, 5, 2, 3)
+        patches = view.reshape(n, c, ho, wo, kh * kw)
+        offset = patches.argmax(axis=-1)  # first maximum in row-major order
+        y = np.take_along_axis(patches, offset[..., None], axis=-1)[..., 0]
+        row = np.arange(ho)[:, None] * sh - ph + offset // kw
+        col = np.arange(wo)[None, :] * sw - pw + offset % kw
+        return [y], {"argmax": (row * w + col).astype(np.int64), "windows": (rows, cols)}
+
+    def _to_argmax(self, saved, r):
+        x = saved.bottoms[0]
+        n, c, h, w = x.shape
+        planes = np.arange(n * c, dtype=np.int64).reshape(n, c, 1, 1) * (h * w)
+        flat = np.bincount((saved.extra["argmax"] + planes).ravel(), weights=r.ravel(), minlength=n * c * h * w)
+        return flat.astype(x.dtype).reshape(x.shape)
+
+    def _relevance_lrp(self, saved, top_relevance):
+        r = top_relevance[0]
+        if self.method == MAX:
+            return [self._to_argmax(saved, r)]
+        x = saved.bottoms[0]
+        rows, cols = saved.extra["windows"]
+        sums = window_sums(x, rows, cols)
+        small = np.abs(sums) < 1e-6
+        ratio = np.where(small, 0.0, r / np.where(small, 1.0, sums)) + small
+        return [(x * window_sums_adjoint(ratio, rows, cols)).astype(x.dtype)]
+
+    def _relevance_gradient(self, saved, top_relevance):
+        r = top_relevance[0]
+        if self.method == MAX:
+            return [self._to_argmax(saved, r)]
+        rows, cols = saved.extra["windows"]
+        sizes = rows.size[:, None] * cols.size[None, :]
+        return [window_sums_adjoint(r / sizes, rows, cols).astype(r.dtype)]

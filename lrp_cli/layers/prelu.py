@@ -1,0 +1,32 @@
+"""PReLU: y = max(x, 0) + a_c·min(x, 0), one learned slope per channel (or one shared)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Layer, require_blobs
+
+
+class PReLU(Layer):
+    """Relevance passes unchanged (as for ReLU); the gradient is R·([x > 0] + a_c·[x ≤ 0])."""
+
+    type = "PReLU"
+
+    def __init__(self, name, param, blobs):
+        super().__init__(name, param, blobs)
+        require_blobs(self, 1)
+        self.slope = self.blobs[0].reshape(-1)
+
+    def _slopes(self, x):
+        shape = (1, -1) + (1,) * (x.ndim - 2) if self.slope.size > 1 else (1,) * x.ndim
+        return self.slope.reshape(shape)
+
+    def forward(self, bottoms):
+        x = bottoms[0]
+        return [np.maximum(x, 0) + self._slopes(x) * np.minimum(x, 0)], {}
+
+    _relevance_lrp = Layer._relevance_identity
+
+    def _relevance_gradient(self, saved, top_relevance):
+        x, r = saved.bottoms[0], top_relevance[0]
+        return [np.where(x > 0, r, self._slopes(x) * r)]

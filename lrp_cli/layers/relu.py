@@ -1,0 +1,39 @@
+"""ReLU: y = max(x, 0) + negative_slope·min(x, 0)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Layer
+
+
+class ReLU(Layer):
+    """Relevance: identity (``lrp``), max(R, 0) (``positive``, deconvnet), max(R, 0)·[x > 0] (``guided``),
+    or the derivative R·([x > 0] + slope·[x ≤ 0]) (``gradient``)."""
+
+    type = "ReLU"
+
+    def __init__(self, name, param, blobs):
+        super().__init__(name, param, blobs)
+        self.negative_slope = np.float32(param.relu_param.negative_slope)
+
+    def forward(self, bottoms):
+        x = bottoms[0]
+        y = np.maximum(x, 0)
+        if self.negative_slope:
+            y += self.negative_slope * np.minimum(x, 0)
+        return [y], {}
+
+    _relevance_lrp = Layer._relevance_identity
+
+    def _relevance_positive(self, saved, top_relevance):
+        return [np.maximum(top_relevance[0], 0)]
+
+    def _relevance_guided(self, saved, top_relevance):
+        return [np.maximum(top_relevance[0], 0) * (saved.bottoms[0] > 0)]
+
+    def _relevance_gradient(self, saved, top_relevance):
+        x, r = saved.bottoms[0], top_relevance[0]
+        if self.negative_slope:
+            return [np.where(x > 0, r, self.negative_slope * r)]
+        return [np.where(x > 0, r, np.float32(0))]

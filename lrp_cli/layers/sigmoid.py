@@ -1,0 +1,23 @@
+"""Sigmoid: y = 1/(1 + e^−x)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Layer
+
+
+class Sigmoid(Layer):
+    """Relevance passes unchanged (the original allows only this, for formulas 0 and 2); gradient R·y(1−y)."""
+
+    type = "Sigmoid"
+
+    def forward(self, bottoms):
+        x = bottoms[0]
+        return [(0.5 * np.tanh(0.5 * x) + 0.5).astype(x.dtype)], {}
+
+    _relevance_lrp = Layer._relevance_identity
+
+    def _relevance_gradient(self, saved, top_relevance):
+        y = saved.tops[0]
+        return [top_relevance[0] * y * (1 - y)]

@@ -1,0 +1,305 @@
+"""The layer graph in Caffe's order (Split layers included), the forward pass and the relevance pass.
+
+Caffe's *layer index* is the position in its ``layers_`` vector: the prototxt layers that survive TEST-phase
+filtering, an ``Input`` layer counting as a layer, plus a Split layer inserted right after the producer of every
+blob that feeds more than one layer (and before everything for a net input that does).
+``lastlayerindex``, ``firstlayerindex`` and the aux threshold all count in this index.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import ModelError, RelevanceError
+from .layers import Layer, Saved, build_layer
+from .layers.affine import ChannelAffine
+from .layers.linear import LinearLayer
+from .layers.split import Split
+from .rules import Epsilon, RuleSettings, Transposed
+
+
+@dataclass
+class Node:
+    """One entry of Caffe's ``layers_``: its index, names of its (split-renamed) bottoms and tops, the layer."""
+
+    index: int
+    name: str
+    type: str
+    bottoms: tuple[str, ...]
+    tops: tuple[str, ...]
+    layer: Layer
+
+
+@dataclass
+class Forward:
+    """A forward pass over a batch: per node what it read and wrote, and every blob's final value."""
+
+    saved: list[Saved]
+    blobs: dict[str, np.ndarray]
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def batch_size(self) -> int:
+        return next(iter(self.blobs.values())).shape[0]
+
+
+def _split_layer_name(layer: str, blob: str, top_index: int) -> str:
+    return f"{blob}_{layer}_{top_index}_split"
+
+
+def _split_blob_name(layer: str, blob: str, top_index: int, split_index: int) -> str:
+    return f"{blob}_{layer}_{top_index}_split_{split_index}"
+
+
+class _SplitParam:
+    """The little a Split layer needs of a LayerParameter."""
+
+    def __init__(self, tops):
+        self.top = list(tops)
+
+
+class Net:
+    """A Caffe net on numpy: ``forward`` (N×C×H×W float32) and ``relevance`` from a start layer downwards."""
+
+    def __init__(self, netdef):
+        self.name = netdef.name
+        if len(netdef.inputs) != 1:
+            raise ModelError(f"net '{netdef.name}' must have exactly one input blob, found {len(netdef.inputs)}")
+        self.input_name = netdef.inputs[0].name
+        self.input_shape = tuple(int(d) for d in netdef.inputs[0].shape)
+        self.nodes = self._build(netdef)
+        consumed = {b for node in self.nodes for b in node.bottoms}
+        produced = {t for node in self.nodes for t in node.tops}
+        self.output_names = sorted(produced - consumed)  # Caffe keeps them in a std::set: sorted by name
+        self.folds = self._find_folds()
+
+    # -- graph ----------------------------------------------------------------------------------------------------
+    def _build(self, netdef) -> list[Node]:
+        layers = list(netdef.layers)
+        last_top: dict[str, tuple[int, int]] = {}
+        for layer in layers:
+            if layer.type == "Input":
+                break
+        else:
+            last_top[self.input_name] = (-1, 0)
+        source: dict[tuple[int, int], tuple[int, int]] = {}
+        uses: Counter = Counter()
+        for i, layer in enumerate(layers):
+            for j, blob in enumerate(layer.bottoms):
+                if blob not in last_top:
+                    raise ModelError(f"layer '{layer.name}' reads blob '{blob}', which no earlier layer produces")
+                source[(i, j)] = last_top[blob]
+                uses[last_top[blob]] += 1
+            for j, blob in enumerate(layer.tops):
+                last_top[blob] = (i, j)
+
+        def layer_name(i):
+            return "input" if i == -1 else layers[i].name
+
+        nodes: list[Node] = []
+        taken: Counter = Counter()
+
+        def add(name, type_name, bottoms, tops, layer):
+            nodes.append(Node(len(nodes), name, type_name, tuple(bottoms), tuple(tops), layer))
+
+        def add_split(i, j, blob):
+            count = uses[(i, j)]
+            if count > 1:
+                tops = [_split_blob_name(layer_name(i), blob, j, k) for k in range(count)]
+                name = _split_layer_name(layer_name(i), blob, j)
+                add(name, "Split", [blob], tops, Split(name, _SplitParam(tops), ()))
+
+        if (-1, 0) in uses:
+            add_split(-1, 0, self.input_name)
+        for i, layer in enumerate(layers):
+            bottoms = list(layer.bottoms)
+            for j, blob in enumerate(bottoms):
+                src = source[(i, j)]
+                if uses[src] > 1:
+                    bottoms[j] = _split_blob_name(layer_name(src[0]), blob, src[1], taken[src])
+                    taken[src] += 1
+            built = build_layer(layer.name, layer.type, layer.param, layer.blobs)
+            add(layer.name, layer.type, bottoms, layer.tops, built)
+            for j, blob in enumerate(layer.tops):
+                add_split(i, j, blob)
+        return nodes
+
+    def _find_folds(self) -> dict[int, tuple[LinearLayer, int]]:
+        """Convolution/InnerProduct → BatchNorm → Scale chains, for relevance: node index → (folded layer, index
+        of the last folded node). A chain continues only while its blob has exactly one consumer."""
+        consumers: dict[int, list[int]] = {}
+        producer: dict[str, int] = {}
+        for node in self.nodes:
+            for blob in node.bottoms:
+                if blob in producer:
+                    consumers.setdefault(producer[blob], []).append(node.index)
+            for blob in node.tops:
+                producer[blob] = node.index
+        folds = {}
+        for node in self.nodes:
+            if node.type not in ("Convolution", "InnerProduct"):
+                continue
+            weight = node.layer.weight
+            bias = node.layer.bias if node.layer.bias is not None else np.zeros(weight.shape[0], np.float32)
+            last = node.index
+            while len(consumers.get(last, [])) == 1:
+                nxt = self.nodes[consumers[last][0]]
+                if not isinstance(nxt.layer, ChannelAffine) or len(nxt.bottoms) != 1:
+                    break
+                a, c = nxt.layer.weight, nxt.layer.bias
+                weight = weight * a.reshape((-1,) + (1,) * (weight.ndim - 1))
+                bias = bias * a + (c if c is not None else 0)
+                last = nxt.index
+            if last != node.index:
+                folds[node.index] = (node.layer.with_parameters(weight.astype(np.float32), bias.astype(np.float32)),
+                                     last)
+        return folds
+
+    @property
+    def folded_nodes(self) -> set[int]:
+        """Indices of the BatchNorm/Scale nodes that are folded into a preceding linear layer."""
+        folded = set()
+        for index, (_, last) in self.folds.items():
+            folded.update(range(index + 1, last + 1))
+        return folded
+
+    def layer_table(self) -> list[tuple[int, str, str]]:
+        """(Caffe layer index, name, type) for every node."""
+        return [(n.index, n.name, n.type) for n in self.nodes]
+
+    # -- forward --------------------------------------------------------------------------------------------------
+    def forward(self, images: np.ndarray) -> Forward:
+        """Run the net on a batch N×C×H×W (float32; N is free, C×H×W must match the declared input)."""
+        images = np.ascontiguousarray(images, dtype=np.float32)
+        if images.ndim != len(self.input_shape) or images.shape[1:] != self.input_shape[1:]:
+            raise ModelError(
+                f"net '{self.name}' expects input of shape N×{'×'.join(map(str, self.input_shape[1:]))}, "
+                f"got {'×'.join(map(str, images.shape))}"
+            )
+        blobs: dict[str, np.ndarray] = {self.input_name: images}
+        saved: list[Saved] = []
+        for node in self.nodes:
+            if node.type == "Input":
+                saved.append(Saved([], [images]))
+                blobs[node.tops[0]] = images
+                continue
+            bottoms = [blobs[b] for b in node.bottoms]
+            with np.errstate(all="ignore"):
+                tops, extra = node.layer.forward(bottoms)
+            for name, value in zip(node.tops, tops, strict=True):
+                blobs[name] = value
+            saved.append(Saved(bottoms, tops, extra))
+        return Forward(saved, blobs, {name: blobs[name] for name in self.output_names})
+
+    # -- relevance ------------------------------------------------------------------------------------------------
+    def resolve_start(self, last_layer_index: int) -> int:
+        """``lastlayerindex``: −1 → one below the lowest Softmax; −2 → the highest InnerProduct; ≥ 0 → itself."""
+        if last_layer_index == -1:
+            softmax = [n.index for n in self.nodes if n.type == "Softmax"]
+            if not softmax:
+                raise RelevanceError("lastlayerindex -1 needs a Softmax layer, and this net has none")
+            return min(softmax) - 1
+        if last_layer_index == -2:
+            inner = [n.index for n in self.nodes if n.type == "InnerProduct"]
+            if not inner:
+                raise RelevanceError("lastlayerindex -2 needs an InnerProduct layer, and this net has none")
+            return max(inner)
+        if last_layer_index < 0:
+            raise RelevanceError(f"bad lastlayerindex {last_layer_index} (use -1, -2 or a layer index)")
+        if last_layer_index >= len(self.nodes):
+            raise RelevanceError(f"lastlayerindex {last_layer_index} is beyond the last layer ({len(self.nodes) - 1})")
+        return last_layer_index
+
+    def check_range(self, start: int, first: int) -> None:
+        if not 0 <= first < start:
+            raise RelevanceError(f"firstlayerindex {first} must be ≥ 0 and below the start layer index {start}")
+
+    @property
+    def fc6_index(self) -> int:
+        """The original's hard-coded fc6 index 15, generalised: the first InnerProduct (15 in CaffeNet)."""
+        inner = [n.index for n in self.nodes if n.type == "InnerProduct"]
+        return inner[0] if inner else 15
+
+    def start_values(self, forward: Forward, start: int) -> np.ndarray:
+        """The data of the start layer's first top, one row per image (N×K): what relevance is seeded from."""
+        data = forward.blobs[self.nodes[start].tops[0]]
+        return data.reshape(data.shape[0], -1)
+
+    def initial_relevance(self, forward: Forward, start: int, classes: list[list[int]]) -> dict[str, np.ndarray]:
+        """Every top of the start layer: zero, except R[n, c] = data[n, c] for the classes c of image n."""
+        relevance = {}
+        for top in self.nodes[start].tops:
+            data = forward.blobs[top]
+            flat = data.reshape(data.shape[0], -1)
+            seed = np.zeros_like(flat)
+            for n, chosen in enumerate(classes):
+                for c in chosen:
+                    if not 0 <= c < flat.shape[1]:
+                        raise RelevanceError(
+                            f"class index {c} is out of range: layer '{self.nodes[start].name}' has {flat.shape[1]} "
+                            "outputs per image"
+                        )
+                    seed[n, c] = flat[n, c]
+            relevance[top] = seed.reshape(data.shape)
+        return relevance
+
+    def mode(self, node: Node, settings: RuleSettings, lrn_relevance: str):
+        """The relevance mode (or linear rule) of one node under the configured formula."""
+        formula = settings.formula
+        if node.type in ("Convolution", "InnerProduct"):
+            return settings.linear_rule(node.type, node.index)
+        if node.index in self.folded_nodes:
+            return "identity"
+        if formula.gradient:
+            return "gradient"
+        if node.type in ("Eltwise", "BatchNorm", "Scale"):
+            return Transposed() if formula.convolution.default == "transposed" else Epsilon(settings.epsilon)
+        if node.type == "ReLU":
+            return formula.relu
+        if node.type == "LRN":
+            return "lrp" if lrn_relevance == "original" else lrn_relevance
+        return "lrp"
+
+    def propagate(
+        self,
+        forward: Forward,
+        start: int,
+        first: int,
+        relevance: dict[str, np.ndarray],
+        settings: RuleSettings,
+        lrn_relevance: str = "original",
+        on_layer=None,
+    ) -> np.ndarray:
+        """Relevance from the tops of node ``start`` down through node ``first``; returns the relevance at the
+        net input (first == 0) or at the first bottom of node ``first`` (N×…).
+
+        ``on_layer(node, bottom_relevance)``, if given, sees each node's result (e.g. to log relevance sums).
+        """
+        self.check_range(start, first)
+        relevance = dict(relevance)
+        folded = self.folds
+        for index in range(start, first - 1, -1):
+            node = self.nodes[index]
+            saved = forward.saved[index]
+            tops = [relevance.pop(t, None) for t in node.tops]
+            if all(r is None for r in tops) or node.type == "Input":
+                continue
+            tops = [np.zeros_like(t) if r is None else r for r, t in zip(tops, saved.tops, strict=True)]
+            if index in folded:
+                op, last = folded[index]
+                saved = Saved(saved.bottoms, forward.saved[last].tops, {"folded": op})
+            with np.errstate(all="ignore"):
+                bottoms = node.layer.relevance(self.mode(node, settings, lrn_relevance), saved, tops)
+            if on_layer is not None:
+                on_layer(node, bottoms)
+            for name, r in zip(node.bottoms, bottoms, strict=True):
+                relevance[name] = r if name not in relevance else relevance[name] + r
+        node = self.nodes[first]
+        target = self.input_name if first == 0 or node.type == "Input" else node.bottoms[0]
+        result = relevance.get(target)
+        if result is None:
+            result = np.zeros_like(forward.blobs[target])
+        return result.astype(np.float32, copy=False)

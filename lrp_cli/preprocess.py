@@ -57,6 +57,8 @@ LANCZOS = "lanczos"
 MITCHELL = "mitchell"
 MEAN_ALIGNMENTS = ("original", "centered")
 QUANTUM_RANGE = 65535
+# Pillow format names of files whose ≤8-bit grey images ImageMagick reads as DirectClass, not PseudoClass
+_DIRECT_GREY_FORMATS = frozenset({"TIFF", "PPM"})
 #: Largest accepted width·height (Pillow's decompression-bomb threshold, ~89.5 megapixels).
 DEFAULT_MAX_PIXELS = 89_478_485
 
@@ -120,6 +122,8 @@ def _planes(im: Image.Image) -> np.ndarray:
 def _decode_frame(im: Image.Image, fmt: str | None) -> DecodedImage:
     """Map a loaded Pillow frame onto ImageMagick 6.8.9-9's view of it (spec §4.1, §4.3).
 
+    Grey TIFF and PBM/PGM files are read DirectClass by ImageMagick (Lanczos when shrinking); grey
+    JPEG, PNG, BMP, PCX, GIF are PseudoClass (Mitchell).
     Alpha is active whenever the file has an alpha channel or a transparent colour (PNG tRNS, GIF):
     ImageMagick's PNG reader sets ``matte`` for every RGBA / grey+alpha PNG even if all pixels are
     opaque (the reference bw1.png, fully opaque RGBA, is resized with Mitchell).  Palette and ≤8-bit
@@ -139,7 +143,9 @@ def _decode_frame(im: Image.Image, fmt: str | None) -> DecodedImage:
         quanta = np.repeat(_to8(a[:1]), 3, axis=0) if grey else _to8(a[:3])
         if has_alpha:
             alpha = _to8(a[-1])
-        pseudo = mode in ("P", "PA", "1", "L") and not (is_png and trns)
+        pseudo = (mode in ("P", "PA") or (mode in ("1", "L") and fmt not in _DIRECT_GREY_FORMATS)) and not (
+            is_png and trns
+        )
     elif mode.startswith("I;16") or mode == "I":
         v = np.asarray(im).astype(np.int64)
         if trns and isinstance(im.info["transparency"], int):
@@ -343,13 +349,20 @@ def _clamp_to_quantum(v: np.ndarray) -> np.ndarray:
     return np.where(v <= 0.0, 0.0, np.where(v >= 65535.0, 65535.0, np.trunc(v + 0.5))).astype(np.uint16)
 
 
+def _perceptible_reciprocal(x: np.ndarray) -> np.ndarray:
+    """1/x, or sign(x)/1e-15 where |x| < 1e-15 (sign(0) = +1)."""
+    sign = np.where(x < 0.0, -1.0, 1.0)
+    tiny = sign * x < _EPSILON
+    return np.where(tiny, sign / _EPSILON, 1.0 / np.where(tiny, 1.0, x))
+
+
 def _filter_pass(
     planes: np.ndarray, alpha: np.ndarray | None, kind: str, out_size: int
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """One pass along axis 0: ``planes`` (N, C, K), ``alpha`` (N, K) or None → (out_size, C, K) uint16.
 
     Without alpha: out[x] = Σ_t w[x,t]·in[idx[x,t]], summed in tap order.  With alpha (α = alpha/65535):
-    colour = Σ (w·α)·v / Σ w·α (1/ε if that sum is below ε = 1e-15), opacity = Σ w·opacity.
+    colour = Σ (w·α)·v / Σ w·α (dividing by ±ε = 1e-15 instead when |Σ w·α| < ε), opacity = Σ w·opacity.
     """
     idx, w = filter_taps(kind, planes.shape[0], out_size)
     src = np.ascontiguousarray(planes, dtype=np.float64)  # rows of axis 0 contiguous: fast gathers
@@ -371,7 +384,7 @@ def _filter_pass(
         acc += a[:, None, :] * src[idx[:, t]]
         acc_op += wt * opacity[idx[:, t]]
         gamma += a
-    g = np.where(gamma >= _EPSILON, 1.0 / np.where(gamma >= _EPSILON, gamma, 1.0), 1.0 / _EPSILON)
+    g = _perceptible_reciprocal(gamma)
     colour = _clamp_to_quantum(g[:, None, :] * acc)
     new_alpha = (QUANTUM_RANGE - _clamp_to_quantum(acc_op).astype(np.int64)).astype(np.uint16)
     return colour, new_alpha

@@ -383,6 +383,22 @@ def test_alpha_weighting_keeps_transparent_colour_out() -> None:
     assert plain[0][covered].max() > 0  # without alpha weighting it would
 
 
+def test_alpha_weights_summing_to_about_zero_or_below() -> None:
+    """ImageMagick divides by Σ w·α even when Mitchell's negative lobes make it ≤ 0 (then ±1e15)."""
+    x = np.array([2.0, -4.0, 0.0, 1e-16, -1e-16])
+    big = 1.0 / 1e-15
+    np.testing.assert_array_equal(pp._perceptible_reciprocal(x), [0.5, -0.25, big, big, -big])
+    # one opaque pixel at the edge of a transparent image: its colour survives where the cubic's
+    # negative lobe leaves a negative Σ w·α, and transparent output pixels keep a colour
+    rgb = np.zeros((3, 1, 12), dtype=np.uint16)
+    rgb[:, 0, 0] = 40000
+    alpha = np.zeros((1, 12), dtype=np.uint16)
+    alpha[0, 0] = 65535
+    out, a = pp.resize_quanta(rgb, (1, 5), alpha=alpha)
+    assert a[0, 0] > 0 and out[0, 0, 0] == 40000
+    assert a[0, 1] == 0 and out[0, 0, 1] == 40000  # transparent, yet coloured (Σ w·α < 0 there)
+
+
 # ---------------------------------------------------------------------------------------------
 # Decoding
 # ---------------------------------------------------------------------------------------------
@@ -403,6 +419,9 @@ def test_decode_modes(tmp_path: Path) -> None:
 
     grey = pp.load_image(_save(tmp_path, "g.jpg", rgb.convert("L")))
     assert grey.pseudo_class and (grey.quanta[0] == grey.quanta[1]).all() and (grey.quanta[1] == grey.quanta[2]).all()
+
+    assert not pp.load_image(_save(tmp_path, "g.tif", rgb.convert("L"))).pseudo_class  # DirectClass in IM
+    assert not pp.load_image(_save(tmp_path, "g.pgm", rgb.convert("L"))).pseudo_class
 
     pal = pp.load_image(_save(tmp_path, "p.png", rgb.convert("P")))
     assert pal.pseudo_class and pal.alpha is None

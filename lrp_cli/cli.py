@@ -1,0 +1,162 @@
+"""Command line: ``lrp-demo CONFIG FILELIST PREPENDPATH`` and ``lrp-parallel-demo CONFIG FILELIST PREFIX``.
+
+Thin: parse options, hand the work to :mod:`lrp_cli.batch`, report. Exit status 0 when every entry succeeded,
+1 when any failed (or a fatal error stopped the run), 2 for bad usage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import click
+
+from . import __version__
+from .batch import Plan, Shard, run_entries
+from .config import load_config
+from .errors import LrpError
+from .filelist import FileListLineError, iter_filelist
+from .render import COLORMAPS
+from .run import Demo, OutputOptions, Result
+
+
+def _options(command):
+    decorators = [
+        click.argument("config", type=click.Path(dir_okay=False)),
+        click.argument("filelist"),
+        click.argument("prependpath"),
+        click.option("--minimal-output", is_flag=True, help="Write only the top-10 scores and the raw heatmap."),
+        click.option("--original-names", is_flag=True, help="Name the top-10 file _top10scores.txt (C++ binary)."),
+        click.option("--colormap", type=click.Choice(COLORMAPS), default=None,
+                     help="Heatmap colouring (default: the config's heatmap_colormap, else 'original')."),
+        click.option("--overlay", is_flag=True, help="Blend the heatmap over the input crop."),
+        click.option("--npy", is_flag=True, help="Also write the raw heatmap as <name>_rawhm.npy."),
+        click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Worker processes (each loads the model once)."),
+        click.option("--backend", type=click.Choice(["loky", "dask"]), default="loky", show_default=True,
+                     help="Where the workers run: local processes or a Dask cluster."),
+        click.option("--scheduler", default=None, help="Dask scheduler address (tcp://host:port) for --backend dask."),
+        click.option("--shard", default=None, metavar="I/N", help="Process only list positions p with p %% N == I."),
+        click.option("--skip-existing", is_flag=True, help="Skip entries whose outputs all exist (resume a run)."),
+        click.option("--default-target", type=int, default=None,
+                     help="Target for list lines without one (otherwise such a line is an error)."),
+        click.option("--json", "json_lines", is_flag=True, help="Print one JSON line per image on stdout."),
+        click.option("--fail-fast", is_flag=True, help="Stop at the first failed entry."),
+        click.option("--quiet", is_flag=True, help="No progress bar and no per-entry messages; errors still show."),
+        click.version_option(__version__),
+    ]
+    for decorator in reversed(decorators):
+        command = decorator(command)
+    return command
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Images per forward and relevance pass.")
+@_options
+def lrp_demo(batch_size, **kwargs):
+    """Explain each image of FILELIST (or '-' for stdin) with the net and relevance rule of CONFIG.
+
+    Image paths are PREPENDPATH + '/' + the list's path; outputs go below the config's standalone_outpath.
+    """
+    sys.exit(_main("lrp-demo", batch_size, **kwargs))
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@_options
+def lrp_parallel_demo(**kwargs):
+    """Like lrp-demo, in batches of the prototxt's batch dimension (the original lrp_parallel_demo)."""
+    sys.exit(_main("lrp-parallel-demo", None, **kwargs))
+
+
+def _main(program, batch_size, config, filelist, prependpath, minimal_output, original_names, colormap, overlay,
+          npy, jobs, backend, scheduler, shard, skip_existing, default_target, json_lines, fail_fast, quiet) -> int:
+    started = time.perf_counter()
+
+    def say(message):
+        click.echo(f"{program}: {message}", err=True)
+
+    try:
+        settings = load_config(config)
+        options = OutputOptions(minimal_output, original_names, colormap, overlay, npy)
+        demo = Demo(settings, options)
+        plan = Plan(
+            batch_size=batch_size or max(1, demo.net.input_shape[0]),
+            jobs=jobs,
+            backend=backend,
+            scheduler=scheduler,
+            shard=Shard.parse(shard) if shard else Shard(),
+            skip_existing=skip_existing,
+        )
+        target = default_target if default_target is not None else settings.default_target
+        entries = iter_filelist(filelist, prependpath, target, stdin=sys.stdin.buffer if filelist == "-" else None)
+        results = run_entries(settings, options, entries, plan, demo)
+        progress = None
+        if not quiet and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            progress = tqdm(results, unit="img", file=sys.stderr, leave=False)
+            results = progress
+        done = skipped = 0
+        failures: list[str] = []
+        for result in results:
+            failure = None
+            if isinstance(result, FileListLineError):
+                failure = str(result)
+            elif result.error:
+                path = result.entry.path
+                failure = result.error if path in result.error else f"{path}: {result.error}"
+            else:
+                skipped += result.skipped
+                done += not result.skipped
+            if json_lines:
+                _print_json(None, failure) if isinstance(result, FileListLineError) else _print_json(result)
+            if failure:
+                failures.append(failure)
+                if not quiet:
+                    message = f"{program}: failed: {failure}"
+                    progress.write(message, file=sys.stderr) if progress else click.echo(message, err=True)
+                if fail_fast:
+                    say("stopping at the first failure (--fail-fast)")
+                    break
+        if progress is not None:
+            progress.close()
+    except LrpError as exc:
+        say(f"error: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        say("interrupted")
+        return 130
+    seconds = time.perf_counter() - started
+    summary = f"{done} done, {len(failures)} failed"
+    if skipped:
+        summary += f", {skipped} skipped (outputs exist)"
+    say(f"{summary} in {seconds:.1f} s")
+    for failure in failures:
+        say(f"failed: {failure}")
+    return 1 if failures else 0
+
+
+def _print_json(result: Result | None, error: str | None = None) -> None:
+    if result is None:
+        record = {"input": None, "error": error}
+    else:
+        record = {
+            "input": result.entry.path,
+            "line": result.entry.line,
+            "target": result.entry.target,
+            "classes": result.classes,
+            "top5": [{"class": c, "name": name, "probability": p} for c, name, p in result.top],
+            "outputs": result.files,
+            "seconds": round(result.seconds, 4),
+            "skipped": result.skipped,
+            "error": result.error,
+        }
+    sys.stdout.write(json.dumps(record) + "\n")
+    sys.stdout.flush()
+
+
+def main() -> None:  # pragma: no cover - python -m lrp_cli
+    lrp_demo(prog_name=os.path.basename(sys.argv[0]) or "lrp-demo")

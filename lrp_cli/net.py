@@ -283,9 +283,11 @@ class Net:
         folded = self.folds
         for index in range(start, first - 1, -1):
             node = self.nodes[index]
+            if node.type == "Input":  # its top is the net input: where relevance ends
+                continue
             saved = forward.saved[index]
             tops = [relevance.pop(t, None) for t in node.tops]
-            if all(r is None for r in tops) or node.type == "Input":
+            if all(r is None for r in tops):
                 continue
             tops = [np.zeros_like(t) if r is None else r for r, t in zip(tops, saved.tops, strict=True)]
             if index in folded:

@@ -80,7 +80,9 @@ class Demo:
                 f"{config.where('baseimgsize')}: baseimgsize {config.baseimgsize} is smaller than the net input "
                 f"{shape[2]}×{shape[3]}"
             )
-        self.mean = read_mean(config.mean_file, config.use_mean_file_asbinaryprotoblob)
+        self.mean = read_mean(config.mean_file, config.use_mean_file_asbinaryprotoblob).canvas(
+            config.baseimgsize, config.baseimgsize
+        )
         if self.mean.height < self.input_hw[0] or self.mean.width < self.input_hw[1]:
             raise ModelError(
                 f"{config.mean_file}: the mean ({self.mean.height}×{self.mean.width}) is smaller than the net input "

@@ -24,11 +24,23 @@ _NPY_MAGIC = b"\x93NUMPY"
 
 @dataclass(frozen=True, eq=False)
 class MeanImage:
-    """Mean values, ``flat[b, r + c * height]`` for BGR channel b at row r, column c."""
+    """Mean values, ``flat[b, r + c * height]`` for BGR channel b at row r, column c.
+
+    ``row_major``: how the mean image itself is stored in ``flat`` (binaryproto: row by row, which the
+    original's column-major indexing reads transposed; text and .npy means: column by column).
+    A 1×1 mean is a per-channel constant: :meth:`canvas` spreads it over any size.
+    """
 
     flat: np.ndarray  # float64, shape (3, height * width), channels B, G, R
     height: int
     width: int
+    row_major: bool = True
+
+    def canvas(self, height: int, width: int) -> MeanImage:
+        """This mean, or for a 1×1 (per-channel constant) mean the same constant on a height×width canvas."""
+        if self.height == self.width == 1 and (height, width) != (1, 1):
+            return MeanImage(np.repeat(self.flat, height * width, axis=1), height, width, self.row_major)
+        return self
 
 
 def read_mean(path: str | os.PathLike, mode: int) -> MeanImage:
@@ -71,7 +83,7 @@ def _text_mean(data: bytes, path: str) -> MeanImage:
         raise ModelError(
             f"{path}: text mean file declares 3x{height}x{width} = {3 * height * width} values but holds {len(values)}"
         )
-    return MeanImage(values.reshape(3, height * width), height, width)
+    return MeanImage(values.reshape(3, height * width), height, width, row_major=False)
 
 
 def _binaryproto_mean(data: bytes, path: str, rgb_planes: bool) -> MeanImage:
@@ -108,7 +120,7 @@ def _npy_mean(path: str) -> MeanImage:
     channels, height, width = array.shape
     _check_size(path, channels, height, width)
     flat = np.asarray(array, dtype=np.float64).transpose(0, 2, 1).reshape(3, height * width)
-    return MeanImage(flat, height, width)
+    return MeanImage(flat, height, width, row_major=False)
 
 
 def _check_size(path: str, channels: int, height: int, width: int) -> None:

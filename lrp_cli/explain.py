@@ -62,6 +62,7 @@ class Explainer:
         self.lrn_relevance = lrn_relevance
         self.settings = RuleSettings(self.formula, epsilon, beta, aux, first_layer_index, net.fc6_index)
         self.settings.validate()
+        net.check_rules(self.start, self.first, self.settings, lrn_relevance)
 
     @property
     def needs_input_bounds(self) -> bool:

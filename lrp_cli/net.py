@@ -217,6 +217,19 @@ class Net:
         if not 0 <= first < start:
             raise RelevanceError(f"firstlayerindex {first} must be ≥ 0 and below the start layer index {start}")
 
+    def check_rules(self, start: int, first: int, settings: RuleSettings, lrn_relevance: str) -> None:
+        """Every node from ``start`` down to ``first`` has a rule under these settings (before any image)."""
+        for node in self.nodes[first : start + 1]:
+            if node.type in ("Convolution", "InnerProduct"):
+                continue  # the table gives every linear layer a rule (z^B bounds are checked per batch)
+            mode = self.mode(node, settings, lrn_relevance)
+            if not node.layer.supports(mode):
+                name = getattr(mode, "__class__", type(mode)).__name__ if not isinstance(mode, str) else mode
+                raise RelevanceError(
+                    f"layer '{node.name}' ({node.type}, index {node.index}) has no relevance rule for formula "
+                    f"'{settings.formula.description}' (mode {name})"
+                )
+
     @property
     def fc6_index(self) -> int:
         """The original's hard-coded fc6 index 15, generalised: the first InnerProduct (15 in CaffeNet)."""

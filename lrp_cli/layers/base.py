@@ -63,6 +63,10 @@ class Layer:
             raise RelevanceError(f"layer '{self.name}' ({self.type}) has no relevance rule '{mode}'")
         return handler(saved, top_relevance)
 
+    def supports(self, mode: Any) -> bool:
+        """Whether :meth:`relevance` can apply ``mode`` (checked for every layer before any image is run)."""
+        return isinstance(mode, str) and hasattr(self, f"_relevance_{mode}")
+
     def _relevance_identity(self, saved: Saved, top_relevance: list[np.ndarray]) -> list[np.ndarray]:
         return [r.reshape(b.shape) for r, b in zip(top_relevance, saved.bottoms, strict=False)]
 

@@ -56,6 +56,13 @@ class Eltwise(LinearLayer):
         winner = stacked.argmax(axis=1)
         return [np.take_along_axis(stacked, winner[:, None], axis=1)[:, 0]], {"winner": winner}
 
+    def supports(self, mode):
+        from ..rules import LinearRule
+
+        if self.operation == SUM:
+            return isinstance(mode, LinearRule) or mode == "gradient"
+        return self.operation == MAX or mode == "gradient"
+
     def relevance(self, mode, saved, top_relevance):
         from ..rules import LinearRule
 

@@ -13,5 +13,8 @@ class Input(Layer):
     def forward(self, bottoms):
         raise AssertionError("the net feeds Input layers directly")
 
+    def supports(self, mode):
+        return True
+
     def relevance(self, mode, saved, top_relevance):
         return []

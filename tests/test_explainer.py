@@ -1,0 +1,88 @@
+"""Explainer set-up errors come before any image; start layers, targets and firstlayerindex behave as specified."""
+
+import numpy as np
+import pytest
+from netbuilder import NetBuilder
+from test_forward_opencv import resnet_block
+
+from lrp_cli.caffe import load_model
+from lrp_cli.errors import RelevanceError
+from lrp_cli.explain import Explainer
+from lrp_cli.net import Net
+
+
+def build(builder: NetBuilder, tmp_path) -> Net:
+    prototxt, caffemodel = builder.write(tmp_path)
+    return Net(load_model(prototxt, caffemodel))
+
+
+def small_net(tmp_path, eltwise="SUM") -> Net:
+    b = NetBuilder((1, 3, 8, 8), seed=3)
+    b.conv("conv_a", "data", 4, 3, pad=[1])
+    b.conv("conv_b", "data", 4, 3, pad=[1])
+    b.same("merge", "Eltwise", ["conv_a", "conv_b"], eltwise_param={"operation": eltwise})
+    b.same("relu", "ReLU", "merge", top="merge")
+    b.same("pool", "Pooling", "merge", pooling_param={"pool": "MAX", "kernel_size": 2, "stride": 2})
+    b.inner_product("fc", "pool", 5, 64)
+    b.same("prob", "Softmax", "fc")
+    return build(b, tmp_path)
+
+
+def test_a_layer_without_a_rule_is_refused_before_any_image(tmp_path):
+    net = small_net(tmp_path, eltwise="PROD")
+    with pytest.raises(RelevanceError, match=r"layer 'merge' \(Eltwise, index \d+\) has no relevance rule"):
+        Explainer(net, 0, 1.0, 1.0, 0, -2, 0, 5)
+    Explainer(net, 11, 1.0, 1.0, 0, -2, 0, 5)  # the gradient exists for PROD
+
+
+@pytest.mark.parametrize(
+    ("last", "first", "message"),
+    [(-3, 0, "bad lastlayerindex -3"), (99, 0, "beyond the last layer"), (-2, 7, "firstlayerindex 7 must be")],
+)
+def test_bad_layer_indices(tmp_path, last, first, message):
+    with pytest.raises(RelevanceError, match=message):
+        Explainer(small_net(tmp_path), 0, 1.0, 1.0, 0, last, first, 5)
+
+
+def test_start_layer_rules_and_targets(tmp_path):
+    net = small_net(tmp_path)
+    softmax = [n.index for n in net.nodes if n.type == "Softmax"][0]
+    fc = [n.index for n in net.nodes if n.type == "InnerProduct"][0]
+    assert Explainer(net, 0, 1.0, 1.0, 0, -1, 0, 5).start == softmax - 1 == fc
+    assert Explainer(net, 0, 1.0, 1.0, 0, -2, 0, 5).start == fc
+    images = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    explanation = Explainer(net, 0, 1.0, 1.0, 0, -2, 0, 5).explain(images, [-2, 3])
+    assert explanation.classes[0] == list(explanation.ranking[0, :5]) and explanation.classes[1] == [3]
+    with pytest.raises(RelevanceError, match="class index 5 is out of range"):
+        Explainer(net, 0, 1.0, 1.0, 0, -2, 0, 5).explain(images[:1], [5])
+
+
+def test_softmax_start_layer_passes_the_probabilities(tmp_path):
+    """§5.4.8: starting at the Softmax, its relevance step hands down all probabilities, whatever the class."""
+    net = small_net(tmp_path)
+    softmax = [n.index for n in net.nodes if n.type == "Softmax"][0]
+    explainer = Explainer(net, 0, 1.0, 1.0, 0, softmax, 0, 5)
+    images = np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    a = explainer.explain(images, [0]).rawhm
+    b = explainer.explain(images, [4]).rawhm
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a).max() > 0
+
+
+def test_first_layer_index_returns_the_relevance_at_that_layers_bottom(tmp_path):
+    net = small_net(tmp_path)
+    pool = [n for n in net.nodes if n.type == "Pooling"][0]
+    images = np.random.default_rng(2).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    partial = Explainer(net, 2, 1.0, 1.0, 0, -2, pool.index, 5).explain(images, [-1])
+    seen = {}
+    Explainer(net, 2, 1.0, 1.0, 0, -2, 0, 5).explain(images, [-1], on_layer=lambda n, r: seen.update({n.index: r}))
+    at_pool_bottom = seen[pool.index][0]  # (1, 4, 8, 8), channels in blob order
+    assert partial.rawhm.shape == at_pool_bottom.shape
+    np.testing.assert_allclose(partial.rawhm[:, ::-1], at_pool_bottom, rtol=1e-6, atol=1e-7)  # channels reversed
+    assert np.abs(partial.rawhm).max() > 0
+
+
+def test_folded_resnet_block_needs_no_rule_for_batchnorm_and_scale(tmp_path):
+    net = build(resnet_block(), tmp_path)
+    assert net.folded_nodes == {n.index for n in net.nodes if n.type in ("BatchNorm", "Scale")}
+    Explainer(net, 100, 1.0, 1.0, 0, -2, 0, 5)

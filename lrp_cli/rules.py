@@ -36,6 +36,42 @@ def _negative(a: np.ndarray) -> np.ndarray:
     return np.minimum(a, 0)
 
 
+# The optional fused op methods (see lrp_cli.layers.linear.LinearLayer), with fallbacks for ops without them.
+
+
+def _weight_parts(op) -> tuple[np.ndarray, np.ndarray]:
+    parts = getattr(op, "weight_parts", None)
+    return parts() if parts is not None else (_positive(op.weight), _negative(op.weight))
+
+
+def _blocks(op, xs: list[np.ndarray], weights: list[list[np.ndarray]]) -> list[np.ndarray]:
+    """out_p = Σ_q W_pq·x_q (no bias)."""
+    fused = getattr(op, "linear_blocks", None)
+    if fused is not None:
+        return fused(xs, weights)
+    return [sum(op.linear(x, w) for x, w in zip(xs, row, strict=True)) for row in weights]
+
+
+def _transposed_blocks(op, signals: list[np.ndarray], weights: list[list[np.ndarray]], shape) -> list[np.ndarray]:
+    """r_q = Σ_p W_pqᵀ·s_p."""
+    fused = getattr(op, "linear_transposed_blocks", None)
+    if fused is not None:
+        return fused(signals, weights, shape)
+    return [
+        sum(op.linear_transposed(s, row[q], shape) for s, row in zip(signals, weights, strict=True))
+        for q in range(len(weights[0]))
+    ]
+
+
+def _safe_ratio(relevance: np.ndarray, total: np.ndarray, keep: np.ndarray, scale: np.float32) -> np.ndarray:
+    """scale·(R / total) where ``keep``, 0 elsewhere (float32, no division where not kept)."""
+    out = np.zeros_like(relevance)
+    np.divide(relevance, total, out=out, where=keep)
+    if scale != 1:
+        out *= scale
+    return out
+
+
 @dataclass(frozen=True)
 class Epsilon(LinearRule):
     """ε-rule: R_i = x_i·Σ_j w_ij·R_j/d_j with d_j = z_j + ε·sign(z_j), and d_j = 1 where z_j == 0.
@@ -47,8 +83,12 @@ class Epsilon(LinearRule):
 
     def relevance(self, op, x, z, relevance):
         eps = np.float32(self.epsilon)
-        divisor = np.where(z > 0, z + eps, np.where(z < 0, z - eps, np.float32(1)))
-        return x * op.linear_transposed(relevance / divisor, op.weight, x.shape)
+        divisor = z + np.copysign(eps, z).astype(z.dtype, copy=False)  # z = ±0 is not divided (below)
+        signal = relevance.copy()
+        np.divide(relevance, divisor, out=signal, where=z != 0)
+        coefficient = op.linear_transposed(signal, op.weight, x.shape)
+        coefficient *= x
+        return coefficient
 
 
 @dataclass(frozen=True)
@@ -63,32 +103,37 @@ class AlphaBeta(LinearRule):
     beta: float
 
     def relevance(self, op, x, z, relevance):
+        # Computed as blocks over the input parts (x⁺, x⁻) and output parts (z⁺, z⁻):
+        #   z⁺ = w⁺·x⁺ + w⁻·x⁻ + b⁺,  z⁻ = w⁻·x⁺ + w⁺·x⁻ + b⁻   (one stacked GEMM),
+        #   s⁺ = α·R/z⁺, s⁻ = −β·R/z⁻,  R = x⁺·(w⁺ᵀs⁺ + w⁻ᵀs⁻) + x⁻·(w⁻ᵀs⁺ + w⁺ᵀs⁻)   (one stacked adjoint GEMM).
+        # x⁻ = 0 (ReLU outputs, pooled ReLU outputs) drops the second column; β = 0 drops the second row.
         beta = np.float32(self.beta)
         alpha = np.float32(1) + beta
-        w_pos, w_neg = _positive(op.weight), _negative(op.weight)
-        x_pos = _positive(x)
-        has_negative_input = bool((x < 0).any())
-        x_neg = _negative(x) if has_negative_input else None
-
-        def signal(weight_for_pos, weight_for_neg, bias_part, keep):
-            total = op.linear(x_pos, weight_for_pos)
-            total += _bias(op, total.ndim, bias_part)
-            if x_neg is not None:
-                total += op.linear(x_neg, weight_for_neg)
-            return np.where(keep(total), relevance / np.where(keep(total), total, np.float32(1)), np.float32(0))
-
-        s_pos = alpha * signal(w_pos, w_neg, _positive, lambda t: t > 0)
-        # x⁺ takes α·Wᵀ(w⁺)·s⁺ − β·Wᵀ(w⁻)·s⁻, x⁻ takes α·Wᵀ(w⁻)·s⁺ − β·Wᵀ(w⁺)·s⁻
-        coef_pos = op.linear_transposed(s_pos, w_pos, x.shape)
-        coef_neg = op.linear_transposed(s_pos, w_neg, x.shape) if x_neg is not None else None
+        w_pos, w_neg = _weight_parts(op)
+        if bool((x < 0).any()):
+            xs = [_positive(x), _negative(x)]
+            weights = [[w_pos, w_neg], [w_neg, w_pos]]
+        else:
+            xs = [x]
+            weights = [[w_pos], [w_neg]]
+        if beta == 0:
+            weights = weights[:1]
+        totals = _blocks(op, xs, weights)
+        z_pos = totals[0]
+        if op.bias is not None:
+            z_pos += _bias(op, z_pos.ndim, _positive)
+        signals = [_safe_ratio(relevance, z_pos, z_pos > 0, alpha)]
         if beta > 0:
-            s_neg = beta * signal(w_neg, w_pos, _negative, lambda t: t < 0)
-            coef_pos -= op.linear_transposed(s_neg, w_neg, x.shape)
-            if x_neg is not None:
-                coef_neg -= op.linear_transposed(s_neg, w_pos, x.shape)
-        result = x_pos * coef_pos
-        if x_neg is not None:
-            result += x_neg * coef_neg
+            z_neg = totals[1]
+            if op.bias is not None:
+                z_neg += _bias(op, z_neg.ndim, _negative)
+            signals.append(_safe_ratio(relevance, z_neg, z_neg < 0, -beta))
+        coefficients = _transposed_blocks(op, signals, weights, x.shape)
+        result = coefficients[0]
+        result *= xs[0]
+        if len(xs) > 1:
+            coefficients[1] *= xs[1]
+            result += coefficients[1]
         return result
 
 

@@ -7,7 +7,13 @@ import numpy as np
 from ..errors import ModelError
 from .base import check_shape, pair, require_blobs
 from .linear import LinearLayer
-from .windows import correlate, correlate_transposed
+from .windows import (
+    correlate,
+    correlate_gemm,
+    correlate_transposed,
+    correlate_transposed_gemm,
+    dilate_kernel,
+)
 
 
 class Convolution(LinearLayer):
@@ -56,3 +62,77 @@ class Convolution(LinearLayer):
     @property
     def flat_divisor(self) -> int:
         return self.kernel[0] * self.kernel[1]
+
+    # -- fused blocks: a whole P×Q block of kernels in one GEMM per group ------------------------------------------
+    def _block_kernel(self, weights: list[list[np.ndarray]]) -> np.ndarray:
+        """The P×Q block as G×(P·Mg)×(Q·Cg·kh·kw) matrices (rows: part, output; columns: part, input, tap).
+
+        Kept for the last few blocks (keyed by the identity of the weight arrays, which the rules reuse)."""
+        flat = [w for row in weights for w in row]
+        cache = self.__dict__.setdefault("_cache_blocks", {})
+        key = (len(weights), *(id(w) for w in flat))
+        hit = cache.get(key)
+        if hit is not None and all(a is b for a, b in zip(hit[0], flat, strict=True)):
+            return hit[1]
+        g = self.group
+        m, cg, kh, kw = self.weight.shape
+        p, q = len(weights), len(weights[0])
+        block = np.empty((g, p, m // g, q, cg, kh, kw), np.float32)
+        for i, row in enumerate(weights):  # P·Q copies of the weight, no per-element loop
+            for j, w in enumerate(row):
+                block[:, i, :, j] = w.reshape(g, m // g, cg, kh, kw)
+        block = block.reshape(g, p * (m // g), q * cg * kh * kw)
+        if len(cache) >= 6:
+            cache.pop(next(iter(cache)))
+        cache[key] = (flat, block)
+        return block
+
+    def _stack_inputs(self, xs: list[np.ndarray]) -> np.ndarray:
+        """Q inputs N×C×H×W → N×(G·Q·Cg)×H×W, each group's channels followed by the next part's."""
+        if len(xs) == 1:
+            return xs[0]
+        n, c, h, w = xs[0].shape
+        g = self.group
+        stacked = np.empty((n, g, len(xs), c // g, h, w), np.float32)
+        for j, x in enumerate(xs):
+            stacked[:, :, j] = x.reshape(n, g, c // g, h, w)
+        return stacked.reshape(n, g * len(xs) * (c // g), h, w)
+
+    def linear_blocks(self, xs, weights):
+        self.check_input(xs[0].shape)
+        n = xs[0].shape[0]
+        g, p = self.group, len(weights)
+        m = self.weight.shape[0]
+        out, (ho, wo) = correlate_gemm(
+            self._stack_inputs(xs), self._block_kernel(weights), self.kernel, self.stride, self.pad, self.dilation
+        )
+        out = out.reshape(g, p, m // g, n, ho * wo)
+        return [np.ascontiguousarray(out[:, i].transpose(2, 0, 1, 3)).reshape(n, m, ho, wo) for i in range(p)]
+
+    def linear_transposed_blocks(self, signals, weights, input_shape):
+        n, c, h, w = input_shape
+        g, p, q = self.group, len(weights), len(weights[0])
+        m, cg = self.weight.shape[:2]
+        ho, wo = signals[0].shape[2:]
+        stacked = np.empty((g, p, m // g, n, ho * wo), np.float32)
+        for i, s in enumerate(signals):
+            stacked[:, i] = s.reshape(n, g, m // g, ho * wo).transpose(1, 2, 0, 3)
+        kernel = self._block_kernel(weights)
+        if self.dilation != (1, 1):
+            kernel = dilate_kernel(kernel.reshape(g * p * (m // g), q * cg, *self.kernel), self.dilation)
+            kernel = kernel.reshape(g, p * (m // g), -1)
+        kh = (self.kernel[0] - 1) * self.dilation[0] + 1
+        kw = (self.kernel[1] - 1) * self.dilation[1] + 1
+        result = correlate_transposed_gemm(
+            stacked.reshape(g, p * (m // g), n * ho * wo),
+            kernel.transpose(0, 2, 1),
+            (n, g * q * cg, h, w),
+            (kh, kw),
+            (ho, wo),
+            self.stride,
+            self.pad,
+        )
+        if q == 1:
+            return [result]
+        result = result.reshape(n, g, q, cg, h, w)
+        return [np.ascontiguousarray(result[:, :, j]).reshape(n, c, h, w) for j in range(q)]

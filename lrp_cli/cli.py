@@ -24,7 +24,7 @@ from .run import Demo, OutputOptions, Result
 
 def _options(command):
     decorators = [
-        click.argument("config", type=click.Path(dir_okay=False)),
+        click.argument("config", type=click.Path()),  # load_config reports a missing file or a folder in one line
         click.argument("filelist"),
         click.argument("prependpath"),
         click.option("--minimal-output", is_flag=True, help="Write only the top-10 scores and the raw heatmap."),

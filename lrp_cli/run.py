@@ -5,6 +5,8 @@ config + file list → model → preprocess → forward → initial relevance �
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,13 +15,14 @@ import numpy as np
 
 from .caffe import load_model, read_mean
 from .config import Config
-from .errors import ImageError, LrpError, ModelError
+from .errors import ConfigError, ImageError, LrpError, ModelError, RelevanceError
 from .explain import Explainer
 from .filelist import FileListEntry
 from .net import Net
-from .outputs import OutputPaths, output_paths, write_npy, write_png, write_rawhm, write_topten
+from .outputs import OutputError, OutputPaths, output_paths, write_npy, write_png, write_rawhm, write_topten
 from .preprocess import preprocess_image
 from .render import colorize, overlay
+from .rules import formula
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,50 @@ class Prepared:
     mean_bgr: np.ndarray | None  # the mean subtracted at each position, for the z^B bounds
 
 
+def build_net(config: Config) -> Net:
+    """The config's net; a layer problem found while building it is a ModelError naming the prototxt."""
+    netdef = load_model(config.param_file, config.model_file)
+    try:
+        return Net(netdef)
+    except ModelError as exc:
+        text = str(exc)
+        raise ModelError(text if netdef.source in text else f"{netdef.source}: {text}") from None
+
+
+# Config keys a relevance-settings message can be about (checked in this order); the formula otherwise.
+_RELEVANCE_KEYS = ("auxiliaryvariable_maxlayerindexforflatdistinconv", "alphabeta_beta", "epsstab")
+
+
+def build_explainer(net: Net, config: Config) -> Explainer:
+    """The config's Explainer; a setting the net cannot honour is a ConfigError naming the config line."""
+
+    def check(key: str, step):
+        try:
+            return step()
+        except RelevanceError as exc:
+            raise ConfigError(f"{config.where(key)}: {exc}") from None
+
+    check("relpropformulatype", lambda: formula(config.relpropformulatype))
+    start = check("lastlayerindex", lambda: net.resolve_start(config.lastlayerindex))
+    check("firstlayerindex", lambda: net.check_range(start, config.firstlayerindex))
+    try:
+        return Explainer(
+            net,
+            config.relpropformulatype,
+            config.epsstab,
+            config.alphabeta_beta,
+            config.auxiliaryvariable_maxlayerindexforflatdistinconv,
+            config.lastlayerindex,
+            config.firstlayerindex,
+            config.numclasses,
+            config.lrn_relevance,
+        )
+    except RelevanceError as exc:
+        text = str(exc)
+        key = next((k for k in _RELEVANCE_KEYS if k in text), "relpropformulatype")
+        raise ConfigError(f"{config.where(key)}: {text}") from None
+
+
 def read_synsets(path: Path, count: int) -> list[str]:
     """The first ``count`` lines of the synset file (missing lines give empty names, as the original)."""
     try:
@@ -70,7 +117,7 @@ class Demo:
     def __init__(self, config: Config, options: OutputOptions = OutputOptions()):
         self.config = config
         self.options = options
-        self.net = Net(load_model(config.param_file, config.model_file))
+        self.net = build_net(config)
         shape = self.net.input_shape
         if len(shape) != 4 or shape[1] != 3:
             raise ModelError(f"{config.param_file}: the net input must be N×3×H×W for images, got {shape}")
@@ -88,17 +135,7 @@ class Demo:
                 f"{config.mean_file}: the mean ({self.mean.height}×{self.mean.width}) is smaller than the net input "
                 f"({shape[2]}×{shape[3]})"
             )
-        self.explainer = Explainer(
-            self.net,
-            config.relpropformulatype,
-            config.epsstab,
-            config.alphabeta_beta,
-            config.auxiliaryvariable_maxlayerindexforflatdistinconv,
-            config.lastlayerindex,
-            config.firstlayerindex,
-            config.numclasses,
-            config.lrn_relevance,
-        )
+        self.explainer = build_explainer(self.net, config)
         self.synsets = read_synsets(config.synsetfile, config.numclasses)
         self.colormap = options.colormap or config.heatmap_colormap
         self.class_count = self._probe()
@@ -143,7 +180,7 @@ class Demo:
         )
         if entry.target >= self.class_count:
             raise LrpError(
-                f"{entry.source} line {entry.line}: class {entry.target} is out of range "
+                f"{entry.source} line {entry.line}: class {entry.target} for {entry.path} is out of range "
                 f"(the start layer has {self.class_count} outputs)"
             )
         if entry.is_blob:
@@ -210,20 +247,30 @@ class Demo:
         ranked = [(int(c), scores[c]) for c in ranking[:10]]
         result.top = [(int(c), self.synsets[c], float(scores[c])) for c in ranking[:5]]
         result.classes = explanation.classes[n]
+        for path in self.output_files(item.entry):  # refuse before writing anything: no half set of outputs
+            if os.path.isdir(path):
+                raise OutputError(f"{path}: cannot write: a directory of that name is in the way")
         written = []
-        if not options.minimal:
-            heatmap = colorize(rawhm, self.colormap)
-            if options.overlay and item.as_inputted is not None:
-                heatmap = overlay(heatmap, item.as_inputted)
-            write_png(paths.heatmap, heatmap)
-            written.append(paths.heatmap)
-        write_topten(paths.topten, ranked)
-        write_rawhm(paths.rawhm, rawhm)
-        written += [paths.topten, paths.rawhm]
-        if not options.minimal and item.as_inputted is not None:
-            write_png(paths.as_inputted, item.as_inputted)
-            written.append(paths.as_inputted)
-        if options.npy:
-            write_npy(paths.npy, rawhm.astype(np.float32))
-            written.append(paths.npy)
+        try:
+            if not options.minimal:
+                heatmap = colorize(rawhm, self.colormap)
+                if options.overlay and item.as_inputted is not None:
+                    heatmap = overlay(heatmap, item.as_inputted)
+                write_png(paths.heatmap, heatmap)
+                written.append(paths.heatmap)
+            write_topten(paths.topten, ranked)
+            written.append(paths.topten)
+            write_rawhm(paths.rawhm, rawhm)
+            written.append(paths.rawhm)
+            if not options.minimal and item.as_inputted is not None:
+                write_png(paths.as_inputted, item.as_inputted)
+                written.append(paths.as_inputted)
+            if options.npy:
+                write_npy(paths.npy, rawhm.astype(np.float32))
+                written.append(paths.npy)
+        except LrpError:
+            for path in written:  # an entry that failed leaves none of its outputs behind
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            raise
         result.files = written

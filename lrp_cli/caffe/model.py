@@ -44,6 +44,7 @@ class NetDef:
     name: str
     inputs: tuple[InputDef, ...]
     layers: tuple[LayerDef, ...] = field(repr=False)
+    source: str = "<prototxt>"  # the prototxt path, for messages about the net's layers
 
 
 def load_model(prototxt_path: str | os.PathLike, caffemodel_path: str | os.PathLike) -> NetDef:
@@ -73,7 +74,7 @@ def build_net_def(
         blobs = _checked_blobs(layer, weights.get(layer.name), channels, prototxt, caffemodel)
         layers.append(LayerDef(layer.name, layer.type, tuple(layer.bottom), tuple(layer.top), layer, tuple(blobs)))
         _track_channels(layer, channels)
-    return NetDef(net.name, tuple(inputs), tuple(layers))
+    return NetDef(net.name, tuple(inputs), tuple(layers), prototxt)
 
 
 def _input_layer_shapes(layer: caffe_pb2.LayerParameter, prototxt: str) -> list[tuple[int, ...]]:

@@ -1,13 +1,23 @@
-"""Batching, sharding and parallel execution of a file list: in-process, joblib workers, or a Dask cluster.
+"""Batching, sharding and parallel execution of a file list: in-process, local worker processes, or a Dask cluster.
 
-The list is read lazily and results come back in list order as they are produced, so memory stays flat
-however long the list is. Every worker process loads the model once (:func:`_demo`).
+The list is read lazily and results come back in list order as soon as they are ready, so memory stays flat
+however long the list is: at most a few batches are held at any time. Every worker process loads the model once
+(:func:`_demo`) and keeps it for the chunks it is given.
+
+Outputs do not depend on how a run is split: every process runs BLAS on ``Plan.blas_threads`` threads (1 by
+default; OpenBLAS sums in a different order on 2 threads than on 1), and a batch of images gives each image the
+result it gets in any other batch of two or more (a batch of exactly one goes through BLAS's matrix-vector path in
+fully connected layers, which sums in another order: differences of a few 1e-6 of the heatmap's largest value).
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import itertools
 import os
+import queue
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -47,36 +57,6 @@ def batches(items: Iterable, size: int) -> Iterator[list]:
         yield chunk
 
 
-_DEMOS: dict[tuple, Demo] = {}
-
-
-def _demo(config: Config, options: OutputOptions) -> Demo:
-    """The process-wide Demo for a config (loaded on first use in each worker process)."""
-    key = (config.source, repr(config), options)
-    if key not in _DEMOS:
-        _DEMOS.clear()
-        _DEMOS[key] = Demo(config, options)
-    return _DEMOS[key]
-
-
-def _run_chunk(config: Config, options: OutputOptions, chunk: list[FileListEntry], batch_size: int,
-               blas_threads: int | None) -> list[Result]:
-    """Worker entry point: explain a chunk of entries in batches of ``batch_size``."""
-    if blas_threads:
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(limits=blas_threads, user_api="blas"):
-            return _run_local(_demo(config, options), chunk, batch_size)
-    return _run_local(_demo(config, options), chunk, batch_size)
-
-
-def _run_local(demo: Demo, chunk: list[FileListEntry], batch_size: int) -> list[Result]:
-    results = []
-    for batch in batches(chunk, batch_size):
-        results += demo.run(batch)
-    return results
-
-
 @dataclass(frozen=True)
 class Plan:
     """How to run: entries per forward pass, worker processes, backend, shard, restart behaviour."""
@@ -87,6 +67,66 @@ class Plan:
     scheduler: str | None = None
     shard: Shard = Shard()
     skip_existing: bool = False
+    blas_threads: int | None = 1  # BLAS threads in every process that explains images; None: leave BLAS alone
+
+
+# -- one process's work --------------------------------------------------------------------------------------------
+_DEMOS: dict[tuple, Demo] = {}
+_DEMO_LOCK = threading.Lock()
+_CONTROLLER = None
+
+
+def _demo(config: Config, options: OutputOptions) -> Demo:
+    """The process-wide Demo for a config (loaded on first use in each worker process)."""
+    key = (config.source, repr(config), options)
+    with _DEMO_LOCK:
+        if key not in _DEMOS:
+            _DEMOS.clear()
+            _DEMOS[key] = Demo(config, options)
+        return _DEMOS[key]
+
+
+def _blas_limit(threads: int | None):
+    """A context that runs BLAS on ``threads`` threads (nothing when None)."""
+    global _CONTROLLER
+    if not threads:
+        return contextlib.nullcontext()
+    if _CONTROLLER is None:
+        from threadpoolctl import ThreadpoolController
+
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER.limit(limits=threads, user_api="blas")
+
+
+def _failed(entries: list[FileListEntry], message: str) -> list[Result]:
+    return [Result(entry, error=message) for entry in entries]
+
+
+def _run_batch(demo: Demo, batch: list[FileListEntry], blas_threads: int | None) -> list[Result]:
+    """``demo.run(batch)``; an unexpected exception fails the batch's entries instead of the whole run."""
+    try:
+        with _blas_limit(blas_threads):
+            return demo.run(batch)
+    except Exception as exc:  # noqa: BLE001 - reported per entry, the run goes on
+        return _failed(batch, f"unexpected {type(exc).__name__}: {exc}")
+
+
+def _run_chunk(config: Config, options: OutputOptions, chunk: list[FileListEntry], batch_size: int,
+               blas_threads: int | None) -> list[Result]:
+    """Worker entry point: explain a chunk of entries in batches of ``batch_size``, one Result per entry."""
+    try:
+        demo = _demo(config, options)
+    except Exception as exc:  # noqa: BLE001 - e.g. a model file the worker cannot read
+        return _failed(chunk, f"worker cannot load the model: {exc}")
+    results: list[Result] = []
+    for batch in batches(chunk, batch_size):
+        results += _run_batch(demo, batch, blas_threads)
+    return results
+
+
+# -- the list, in order ---------------------------------------------------------------------------------------------
+#: Results ready to report (skipped entries, list errors) held back behind unfinished entries at most.
+_MAX_WAITING = 1024
 
 
 def run_entries(
@@ -96,7 +136,11 @@ def run_entries(
     plan: Plan,
     demo: Demo | None = None,
 ) -> Iterator[Result | FileListLineError]:
-    """Explain every entry; yields one Result (or the list's own line error) per entry, in list order."""
+    """Explain every entry; yields one Result (or the list's own line error) per entry, in list order.
+
+    ``entries`` is consumed lazily: a few batches ahead of the results at most. Closing the iterator stops the run
+    (work in flight is cancelled where possible, a Dask client is closed).
+    """
     selected = plan.shard.select(entries)
     if plan.jobs <= 1 and plan.backend != "dask":
         demo = demo or _demo(config, options)
@@ -106,7 +150,7 @@ def run_entries(
 
 
 def _pending(demo: Demo, item, plan: Plan):
-    """(item to process or None, result to report now or None) for one list item."""
+    """(entry to process or None, result to report now or None) for one list item."""
     if isinstance(item, LrpError):
         return None, item
     if plan.skip_existing:
@@ -119,19 +163,27 @@ def _pending(demo: Demo, item, plan: Plan):
     return item, None
 
 
-def _sequential(demo: Demo, items: Iterable, plan: Plan) -> Iterator:
-    waiting: list = []  # results and entries in list order, flushed batch by batch
+def _chunks(demo: Demo, items: Iterable, plan: Plan, size: int) -> Iterator[tuple[list, list[FileListEntry]]]:
+    """(waiting, todo) pairs: ``waiting`` is a stretch of the list in order (entries to explain, and results to
+    report as they are), ``todo`` its entries to explain: ``size`` of them, or none when only ready results are
+    waiting, so those are reported at once; fewer at the end or after a long stretch of ready results."""
+    waiting: list = []
     todo: list[FileListEntry] = []
     for item in items:
         entry, ready = _pending(demo, item, plan)
-        waiting.append(ready if ready is not None else entry)
-        if entry is not None:
+        if entry is None:
+            if not todo:
+                yield [ready], []
+                continue
+            waiting.append(ready)
+        else:
+            waiting.append(entry)
             todo.append(entry)
-        if len(todo) == plan.batch_size:
-            yield from _flush(waiting, demo.run(todo))
+        if len(todo) == size or len(waiting) >= _MAX_WAITING:
+            yield waiting, todo
             waiting, todo = [], []
     if waiting:
-        yield from _flush(waiting, demo.run(todo) if todo else [])
+        yield waiting, todo
 
 
 def _flush(waiting: list, results: list[Result]) -> Iterator:
@@ -140,65 +192,140 @@ def _flush(waiting: list, results: list[Result]) -> Iterator:
         yield next(done) if isinstance(item, FileListEntry) else item
 
 
+def _sequential(demo: Demo, items: Iterable, plan: Plan) -> Iterator:
+    for waiting, todo in _chunks(demo, items, plan, plan.batch_size):
+        yield from _flush(waiting, _run_batch(demo, todo, plan.blas_threads) if todo else [])
+
+
+# -- worker pools ---------------------------------------------------------------------------------------------------
+class _LokyPool:
+    """``jobs`` local worker processes (joblib's loky executor, reused across runs of one process)."""
+
+    def __init__(self, jobs: int):
+        self.jobs = jobs
+        self.width = jobs
+
+    def submit(self, *args):
+        from joblib.externals.loky import get_reusable_executor
+
+        # a new executor replaces one whose worker died
+        return get_reusable_executor(max_workers=self.jobs).submit(_run_chunk, *args)
+
+    @staticmethod
+    def broken(exc: BaseException) -> bool:
+        from concurrent.futures import BrokenExecutor
+
+        return isinstance(exc, BrokenExecutor)
+
+    def close(self) -> None:
+        pass  # idle workers exit on their own (loky's timeout) or with this process
+
+
+class _DaskPool:
+    """Workers of a Dask cluster: the scheduler at ``scheduler``, or a new local cluster of ``jobs`` processes."""
+
+    def __init__(self, scheduler: str | None, jobs: int):
+        try:
+            from dask.distributed import Client, LocalCluster
+        except ImportError:
+            raise LrpError("--backend dask needs the 'dask' extra: pip install 'lrp_cli[dask]'") from None
+        self.cluster = None
+        try:
+            if scheduler:
+                self.client = Client(scheduler, set_as_default=False, timeout="20s")
+            else:
+                self.cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True,
+                                            dashboard_address=None)
+                self.client = Client(self.cluster, set_as_default=False)
+        except OSError as exc:
+            if self.cluster is not None:
+                self.cluster.close()
+            raise LrpError(f"--scheduler {scheduler}: cannot connect to the Dask scheduler ({exc})") from None
+        self.width = max(1, sum(self.client.nthreads().values()))
+
+    def submit(self, *args):
+        return self.client.submit(_run_chunk, *args, pure=False)
+
+    @staticmethod
+    def broken(exc: BaseException) -> bool:
+        return False  # the scheduler already reruns a task whose worker died
+
+    def close(self) -> None:
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+
+@dataclass
+class _Slot:
+    waiting: list
+    todo: list[FileListEntry]
+    future: object = None
+    tries: int = 0
+
+
 def _parallel(config: Config, options: OutputOptions, items: Iterable, plan: Plan, demo: Demo | None) -> Iterator:
-    import joblib
-
+    """Chunks of one batch each go to the workers; a reader thread follows the list (which may be a slow stdin), and
+    results are reported in list order as soon as every earlier entry is done."""
     demo = demo or _demo(config, options)  # validates the config once here, and serves --skip-existing
-    cores = os.cpu_count() or 1
-    blas_threads = max(1, cores // max(plan.jobs, 1))
-    chunk_size = plan.batch_size * 4
+    pool = _DaskPool(plan.scheduler, plan.jobs) if plan.backend == "dask" else _LokyPool(plan.jobs)
+    events: queue.SimpleQueue = queue.SimpleQueue()
+    slots = threading.Semaphore(2 * pool.width)  # chunks read but not yet reported
+    stop = threading.Event()
 
-    def chunks():
-        waiting: list = []
-        todo: list[FileListEntry] = []
-        for item in items:
-            entry, ready = _pending(demo, item, plan)
-            if entry is None:
-                waiting.append(ready)
-                continue
-            waiting.append(entry)
-            todo.append(entry)
-            if len(todo) == chunk_size:
-                yield waiting, todo
-                waiting, todo = [], []
-        if waiting:
-            yield waiting, todo
+    def read() -> None:
+        try:
+            for waiting, todo in _chunks(demo, items, plan, plan.batch_size):
+                while not slots.acquire(timeout=0.1):
+                    if stop.is_set():
+                        return
+                if stop.is_set():
+                    return
+                events.put(("chunk", _Slot(waiting, todo)))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            events.put(("error", exc))
+            return
+        events.put(("end", None))
 
-    pending = chunks()
-    first = list(itertools.islice(pending, 1))
-    if not first:
-        return
-    stream = itertools.chain(first, pending)
-    stash: list = []
+    def submit(slot: _Slot) -> None:
+        slot.future = pool.submit(config, options, slot.todo, plan.batch_size, plan.blas_threads)
+        slot.future.add_done_callback(lambda _: events.put(("done", None)))
 
-    def tasks():
-        for waiting, todo in stream:
-            stash.append(waiting)
-            yield joblib.delayed(_run_chunk)(config, options, todo, plan.batch_size, blas_threads)
-
-    if plan.backend == "dask":
-        context = _dask_context(plan.scheduler)
-    else:
-        context = joblib.parallel_config(backend="loky", n_jobs=plan.jobs)
-    with context:
-        runner = joblib.Parallel(n_jobs=plan.jobs if plan.backend != "dask" else -1, return_as="generator",
-                                 pre_dispatch="2*n_jobs")
-        for results in runner(tasks()):
-            yield from _flush(stash.pop(0), results)
-
-
-def _dask_context(scheduler: str | None):
-    """joblib's Dask backend on the given scheduler (``tcp://host:port``) or a new local cluster."""
-    import contextlib
-
+    reader = threading.Thread(target=read, name="lrp-list-reader", daemon=True)
+    window: collections.deque[_Slot] = collections.deque()
+    ended = False
     try:
-        from dask.distributed import Client
-    except ImportError:
-        raise LrpError("--backend dask needs the 'dask' extra: pip install 'lrp_cli[dask]'") from None
-    import joblib
-
-    stack = contextlib.ExitStack()
-    client = Client(scheduler) if scheduler else Client(processes=True, dashboard_address=None)
-    stack.enter_context(client)
-    stack.enter_context(joblib.parallel_config(backend="dask"))
-    return stack
+        reader.start()
+        while True:
+            while window and (window[0].future is None or window[0].future.done()):
+                slot = window[0]
+                results = []
+                if slot.future is not None:
+                    try:
+                        results = slot.future.result()
+                    except Exception as exc:  # noqa: BLE001 - a worker died or the task could not run
+                        if pool.broken(exc) and slot.tries == 0:
+                            slot.tries += 1
+                            submit(slot)  # once more, on fresh workers: the chunk may have died with another
+                            break
+                        results = _failed(slot.todo, f"worker failed: {type(exc).__name__}: {exc}")
+                window.popleft()
+                slots.release()
+                yield from _flush(slot.waiting, results)
+            if ended and not window:
+                return
+            kind, payload = events.get()
+            if kind == "chunk":
+                if payload.todo:
+                    submit(payload)
+                window.append(payload)
+            elif kind == "end":
+                ended = True
+            elif kind == "error":
+                raise payload
+    finally:
+        stop.set()
+        for slot in window:
+            if slot.future is not None:
+                slot.future.cancel()
+        pool.close()

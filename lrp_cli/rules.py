@@ -63,13 +63,31 @@ def _transposed_blocks(op, signals: list[np.ndarray], weights: list[list[np.ndar
     ]
 
 
-def _safe_ratio(relevance: np.ndarray, total: np.ndarray, keep: np.ndarray, scale: np.float32) -> np.ndarray:
-    """scale·(R / total) where ``keep``, 0 elsewhere (float32, no division where not kept)."""
-    out = np.zeros_like(relevance)
-    np.divide(relevance, total, out=out, where=keep)
+def _ratio_or_zero(relevance: np.ndarray, total: np.ndarray, scale: np.float32) -> np.ndarray:
+    """scale·(R / total) where total ≠ 0, else 0; computed in place in ``total`` (which it overwrites).
+
+    For the α-β sums z⁺ ≥ 0 and z⁻ ≤ 0 by construction, so "z⁺ > 0" and "z⁻ < 0" are exactly "≠ 0"."""
+    zero = total == 0
+    has_zero = bool(zero.any())
+    if has_zero:
+        total[zero] = np.inf  # R / ±inf = 0 for finite R
+    np.divide(relevance, total, out=total)
     if scale != 1:
-        out *= scale
-    return out
+        total *= scale
+    return total
+
+
+def _active_outputs(op, z: np.ndarray, relevance: np.ndarray):
+    """(op, z, R) restricted to the output channels that carry relevance, when at most a quarter do (e.g. the
+    layer right below the seeded classes); the others contribute exact zeros. Ungrouped layers only."""
+    if getattr(op, "group", 1) != 1 or not hasattr(op, "with_parameters") or relevance.ndim < 2:
+        return op, z, relevance
+    m = relevance.shape[1]
+    active = np.flatnonzero(relevance.reshape(relevance.shape[0], m, -1).any(axis=(0, 2)))
+    if len(active) > m // 4:
+        return op, z, relevance
+    bias = None if op.bias is None else op.bias[active]
+    return op.with_parameters(op.weight[active], bias), z[:, active], relevance[:, active]
 
 
 @dataclass(frozen=True)
@@ -82,6 +100,9 @@ class Epsilon(LinearRule):
     epsilon: float
 
     def relevance(self, op, x, z, relevance):
+        op, z, relevance = _active_outputs(op, z, relevance)
+        if relevance.shape[1] == 0:
+            return np.zeros_like(x)
         eps = np.float32(self.epsilon)
         divisor = z + np.copysign(eps, z).astype(z.dtype, copy=False)  # z = ±0 is not divided (below)
         signal = relevance.copy()
@@ -107,6 +128,9 @@ class AlphaBeta(LinearRule):
         #   z⁺ = w⁺·x⁺ + w⁻·x⁻ + b⁺,  z⁻ = w⁻·x⁺ + w⁺·x⁻ + b⁻   (one stacked GEMM),
         #   s⁺ = α·R/z⁺, s⁻ = −β·R/z⁻,  R = x⁺·(w⁺ᵀs⁺ + w⁻ᵀs⁻) + x⁻·(w⁻ᵀs⁺ + w⁺ᵀs⁻)   (one stacked adjoint GEMM).
         # x⁻ = 0 (ReLU outputs, pooled ReLU outputs) drops the second column; β = 0 drops the second row.
+        op, z, relevance = _active_outputs(op, z, relevance)
+        if relevance.shape[1] == 0:
+            return np.zeros_like(x)
         beta = np.float32(self.beta)
         alpha = np.float32(1) + beta
         w_pos, w_neg = _weight_parts(op)
@@ -122,12 +146,12 @@ class AlphaBeta(LinearRule):
         z_pos = totals[0]
         if op.bias is not None:
             z_pos += _bias(op, z_pos.ndim, _positive)
-        signals = [_safe_ratio(relevance, z_pos, z_pos > 0, alpha)]
+        signals = [_ratio_or_zero(relevance, z_pos, alpha)]
         if beta > 0:
             z_neg = totals[1]
             if op.bias is not None:
                 z_neg += _bias(op, z_neg.ndim, _negative)
-            signals.append(_safe_ratio(relevance, z_neg, z_neg < 0, -beta))
+            signals.append(_ratio_or_zero(relevance, z_neg, -beta))
         coefficients = _transposed_blocks(op, signals, weights, x.shape)
         result = coefficients[0]
         result *= xs[0]

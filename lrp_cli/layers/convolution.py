@@ -8,6 +8,7 @@ from ..errors import ModelError
 from .base import check_shape, pair, require_blobs
 from .linear import LinearLayer
 from .windows import (
+    adjoint_signal,
     correlate,
     correlate_gemm,
     correlate_transposed,
@@ -114,9 +115,6 @@ class Convolution(LinearLayer):
         g, p, q = self.group, len(weights), len(weights[0])
         m, cg = self.weight.shape[:2]
         ho, wo = signals[0].shape[2:]
-        stacked = np.empty((g, p, m // g, n, ho * wo), np.float32)
-        for i, s in enumerate(signals):
-            stacked[:, i] = s.reshape(n, g, m // g, ho * wo).transpose(1, 2, 0, 3)
         kernel = self._block_kernel(weights)
         if self.dilation != (1, 1):
             kernel = dilate_kernel(kernel.reshape(g * p * (m // g), q * cg, *self.kernel), self.dilation)
@@ -124,7 +122,7 @@ class Convolution(LinearLayer):
         kh = (self.kernel[0] - 1) * self.dilation[0] + 1
         kw = (self.kernel[1] - 1) * self.dilation[1] + 1
         result = correlate_transposed_gemm(
-            stacked.reshape(g, p * (m // g), n * ho * wo),
+            adjoint_signal(signals, g, (kh, kw), self.stride),
             kernel.transpose(0, 2, 1),
             (n, g * q * cg, h, w),
             (kh, kw),

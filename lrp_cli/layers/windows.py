@@ -124,51 +124,30 @@ def correlate(
     return batch_first(out.reshape(m, -1), n).reshape(n, m, ho, wo)
 
 
-def col2im(
-    cols: np.ndarray,
-    shape: tuple[int, int, int, int],
-    kernel: tuple[int, int],
-    out_hw: tuple[int, int],
-    stride: tuple[int, int] = (1, 1),
-    pad: tuple[int, int] = (0, 0),
-) -> np.ndarray:
-    """The adjoint of :func:`im2col` (dilation 1): cols C×kh×kw×N×Ho×Wo (any layout reshapeable to it) → N×C×H×W,
+def _adjoint_layout(kernel_hw, stride, out_hw) -> tuple[int, int, int, int]:
+    """(th, tw, Hs, Ws): most taps per stride phase, and the per-image signal grid of :func:`adjoint_signal`."""
+    th, tw = -(-kernel_hw[0] // stride[0]), -(-kernel_hw[1] // stride[1])
+    return th, tw, out_hw[0] + th - 1, out_hw[1] + tw - 1
 
-    out[n, c, y, x] = Σ of cols[c, i, j, n, h, w] over y + ph = h·sh + i, x + pw = w·sw + j. Per stride phase
-    (a, b) the taps i ≡ a, j ≡ b land on a sub-grid, where the sum over the taps is a sum along diagonals of
-    the tap × position plane: a strided view and one reduction (no loop over kernel offsets).
+
+def adjoint_signal(
+    signals: list[np.ndarray], group: int, kernel_hw: tuple[int, int], stride: tuple[int, int]
+) -> np.ndarray:
+    """P signals N×(G·M')×Ho×Wo → G×(P·M')×(N·Hs·Ws), the GEMM operand of :func:`correlate_transposed_gemm`.
+
+    Each image's Ho×Wo map sits in an Hs×Ws grid (Hs = Ho + th − 1, Ws = Wo + tw − 1) with th − 1 zero rows
+    above it and tw − 1 zero columns right of it: the zeros that make col2im's diagonal sums need no
+    bounds (a little more GEMM work instead of a padded copy of the much larger column matrix).
     """
-    n, c, h, w = shape
-    kh, kw = kernel
-    ho, wo = out_hw
-    sh, sw = stride
-    hp, wp = h + 2 * pad[0], w + 2 * pad[1]
-    cols = cols.reshape(c, kh, kw, n, ho, wo)
-    if kh == kw == 1 and stride == (1, 1):
-        full = cols.reshape(c, n, ho, wo)
-        out = batch_first(full, n).reshape(n, c, ho, wo)
-        return out[:, :, pad[0] : pad[0] + h, pad[1] : pad[1] + w]
-    th, tw = -(-kh // sh), -(-kw // sw)  # most taps per phase
-    # zero borders of th−1 / tw−1 positions so every diagonal has all its taps in range
-    colsp = pad_spatial(cols, th - 1, th - 1, tw - 1, tw - 1)
-    out = np.zeros((c, n, hp, wp), cols.dtype)
-    sc, si, sj, sn, sy, sx = colsp.strides
-    for a in range(min(sh, kh)):
-        taps_h = len(range(a, kh, sh))
-        rows = len(range(a, hp, sh))
-        for b in range(min(sw, kw)):
-            taps_w = len(range(b, kw, sw))
-            cols_ = len(range(b, wp, sw))
-            # out[c, n, a + sh·r, b + sw·q] = Σ_{u, v} cols[c, a + sh·u, b + sw·v, n, r − u, q − v]
-            base = colsp[:, a, b, :, th - 1, tw - 1]
-            diag = as_strided(
-                base,
-                shape=(c, n, rows, cols_, taps_h, taps_w),
-                strides=(sc, sn, sy, sx, sh * si - sy, sw * sj - sx),
-                writeable=False,
-            )
-            np.sum(diag, axis=(4, 5), out=out[:, :, a::sh, b::sw])
-    return batch_first(out, n).reshape(n, c, hp, wp)[:, :, pad[0] : pad[0] + h, pad[1] : pad[1] + w]
+    n, m, ho, wo = signals[0].shape
+    th, tw, hs, ws = _adjoint_layout(kernel_hw, stride, (ho, wo))
+    p, mg = len(signals), m // group
+    if th == tw == 1 and p == 1:
+        return channel_major(signals[0], group)
+    out = np.zeros((group, p, mg, n, hs, ws), signals[0].dtype)
+    for i, s in enumerate(signals):
+        out[:, i, :, :, th - 1 :, :wo] = s.reshape(n, group, mg, ho, wo).transpose(1, 2, 0, 3, 4)
+    return out.reshape(group, p * mg, n * hs * ws)
 
 
 def correlate_transposed_gemm(
@@ -180,11 +159,50 @@ def correlate_transposed_gemm(
     stride: tuple[int, int] = (1, 1),
     pad: tuple[int, int] = (0, 0),
 ) -> np.ndarray:
-    """The adjoint from channel-major pieces: signal G×M'×(N·Ho·Wo), kernel_t G×(C'·kh·kw)×M' → N×(G·C')×H×W
+    """The adjoint of a convolution (dilation 1) from GEMM pieces: ``signal`` from :func:`adjoint_signal`
+    (G×M'×(N·Hs·Ws)), ``kernel_t`` G×(C'·kh·kw)×M', ``shape`` = (N, G·C', H, W) → N×(G·C')×H×W.
 
-    (``shape`` = (N, G·C', H, W); dilation 1): one GEMM per group over the batch, then :func:`col2im`."""
-    cols = np.matmul(kernel_t, signal)  # G×(C'·kh·kw)×(N·L)
-    return col2im(cols, shape, kernel_hw, out_hw, stride, pad)
+    One GEMM per group over the batch gives the columns T[c, i, j, n, h, w] = Σ_m w[m, c, i, j]·s[n, m, h, w]
+    (col2im's input); then out[n, c, y, x] = Σ T over y + ph = h·sh + i, x + pw = w·sw + j. Per stride phase
+    (a, b), the taps i = a + sh·u, j = b + sw·v land on the sub-grid y = a + sh·r, x = b + sw·q with h = r − u,
+    w = q − v: a sum along diagonals of the columns, read through one strided view and reduced (no loop over
+    kernel offsets; a loop over the sh·sw phases).
+    """
+    n, c, h, w = shape
+    kh, kw = kernel_hw
+    sh, sw = stride
+    ho, wo = out_hw
+    g, k = kernel_t.shape[:2]
+    hp, wp = h + 2 * pad[0], w + 2 * pad[1]
+    if kh == kw == 1 and stride == (1, 1):
+        full = batch_first(np.matmul(kernel_t, signal).reshape(c, n * ho * wo), n).reshape(n, c, ho, wo)
+        return full[:, :, pad[0] : pad[0] + h, pad[1] : pad[1] + w] if pad != (0, 0) else full
+    th, tw, hs, ws = _adjoint_layout(kernel_hw, stride, out_hw)
+    margin = th * ws + tw  # zeros before and after every column row: reads above image 0 and below image N−1
+    cols = np.empty((g, k, margin + n * hs * ws + margin), signal.dtype)
+    cols[:, :, :margin] = 0
+    cols[:, :, margin + n * hs * ws :] = 0
+    np.matmul(kernel_t, signal, out=cols[:, :, margin : margin + n * hs * ws])
+    # only rows/columns that some window reads get a value; the rest (and phases without taps) stay zero
+    used_h, used_w = min(hp, (ho - 1) * sh + kh), min(wp, (wo - 1) * sw + kw)
+    complete = used_h == hp and used_w == wp and sh <= kh and sw <= kw
+    out = (np.empty if complete else np.zeros)((n, c, hp, wp), signal.dtype)
+    item = cols.itemsize
+    row = cols.strides[1]  # one (c, i, j) row of the columns
+    for a in range(min(sh, kh)):
+        taps_h, rows = len(range(a, kh, sh)), len(range(a, used_h, sh))
+        for b in range(min(sw, kw)):
+            taps_w, cols_ = len(range(b, kw, sw)), len(range(b, used_w, sw))
+            # view[n, c, r, q, u, v] = T[c, a + sh·u, b + sw·v, n, r − u, q − v]
+            first = cols[0, a * kw + b, margin + (th - 1) * ws :]  # T[0, a, b, 0, 0, 0]; groups follow rows
+            view = as_strided(
+                first,
+                shape=(n, c, rows, cols_, taps_h, taps_w),
+                strides=(hs * ws * item, kh * kw * row, ws * item, item, sh * kw * row - ws * item, sw * row - item),
+                writeable=False,
+            )
+            np.sum(view, axis=(4, 5), out=out[:, :, a::sh, b::sw][:, :, :rows, :cols_])
+    return out[:, :, pad[0] : pad[0] + h, pad[1] : pad[1] + w]
 
 
 def dilate_kernel(weight: np.ndarray, dilation: tuple[int, int]) -> np.ndarray:
@@ -209,14 +227,20 @@ def correlate_transposed(
     """The adjoint of :func:`correlate`: out[n,c,y,x] = Σ_{m,i,j} s[n,m,ho,wo]·w[m,c,i,j] over the taps that
     read (y, x). signal: N×M×Ho×Wo → N×C×H×W; whatever lands on padding is discarded.
 
-    One GEMM per group, Wᵀ·S over the whole batch (G×(Cg·kh·kw)×(N·Ho·Wo)), then :func:`col2im`.
+    One GEMM per group over the whole batch, then col2im (see :func:`correlate_transposed_gemm`).
     """
     n, m, ho, wo = signal.shape
     weight = dilate_kernel(weight, dilation)
     _, cg, kh, kw = weight.shape
     kernel_t = weight.reshape(group, m // group, cg * kh * kw).transpose(0, 2, 1)
     return correlate_transposed_gemm(
-        channel_major(signal, group), kernel_t, (n, cg * group, *input_hw), (kh, kw), (ho, wo), stride, pad
+        adjoint_signal([signal], group, (kh, kw), stride),
+        kernel_t,
+        (n, cg * group, *input_hw),
+        (kh, kw),
+        (ho, wo),
+        stride,
+        pad,
     )
 
 

@@ -133,8 +133,12 @@ class AlphaBeta(LinearRule):
             return np.zeros_like(x)
         beta = np.float32(self.beta)
         alpha = np.float32(1) + beta
+        mixed = bool((x < 0).any())
+        fused = getattr(op, "alpha_beta_nonnegative", None)
+        if fused is not None and not mixed:
+            return fused(x, relevance, alpha, beta)
         w_pos, w_neg = _weight_parts(op)
-        if bool((x < 0).any()):
+        if mixed:
             xs = [_positive(x), _negative(x)]
             weights = [[w_pos, w_neg], [w_neg, w_pos]]
         else:

@@ -41,6 +41,7 @@ def final_files(folder: Path) -> dict[str, Path]:
 
 
 def test_killed_run_resumes_to_the_uninterrupted_outputs(tmp_path):
+    """Killed while running alone; resumed and compared with 2 worker processes (the same arithmetic per image)."""
     images = tmp_path / "someimages"
     images.mkdir()
     for n in range(COUNT):
@@ -75,7 +76,8 @@ def test_killed_run_resumes_to_the_uninterrupted_outputs(tmp_path):
     for path in final_files(out).values():
         check_complete(path)
 
-    resumed = subprocess.run(args + ["--skip-existing", "--json"], capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(args + ["--skip-existing", "--json", "--jobs", "2"], capture_output=True, text=True,
+                             timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     records = [json.loads(line) for line in resumed.stdout.splitlines()]
     assert [Path(r["input"]).name for r in records] == [f"img{n:02d}.jpg" for n in range(COUNT)]
@@ -83,7 +85,7 @@ def test_killed_run_resumes_to_the_uninterrupted_outputs(tmp_path):
     assert f"{COUNT - len(done_before)} done, 0 failed, {len(done_before)} skipped" in resumed.stderr
 
     whole_args, whole = run_args("whole")
-    subprocess.run(whole_args + ["--quiet"], check=True, timeout=300)
+    subprocess.run(whole_args + ["--quiet", "--jobs", "2"], check=True, timeout=300)
     expected = final_files(whole)
     got = final_files(out)
     assert sorted(got) == sorted(expected) and len(expected) == 4 * COUNT

@@ -124,30 +124,35 @@ def correlate(
     return batch_first(out.reshape(m, -1), n).reshape(n, m, ho, wo)
 
 
-def _adjoint_layout(kernel_hw, stride, out_hw) -> tuple[int, int, int, int]:
-    """(th, tw, Hs, Ws): most taps per stride phase, and the per-image signal grid of :func:`adjoint_signal`."""
+def _adjoint_layout(kernel_hw, stride, out_hw) -> tuple[int, int, int]:
+    """(th, tw, Ws): most taps per stride phase, and the row length of :func:`adjoint_signal`'s grid."""
     th, tw = -(-kernel_hw[0] // stride[0]), -(-kernel_hw[1] // stride[1])
-    return th, tw, out_hw[0] + th - 1, out_hw[1] + tw - 1
+    return th, tw, out_hw[1] + tw - 1
 
 
 def adjoint_signal(
     signals: list[np.ndarray], group: int, kernel_hw: tuple[int, int], stride: tuple[int, int]
 ) -> np.ndarray:
-    """P signals N×(G·M')×Ho×Wo → G×(P·M')×(N·Hs·Ws), the GEMM operand of :func:`correlate_transposed_gemm`.
+    """P signals N×(G·M')×Ho×Wo → G×(P·M')×(Ho·N·Ws), the GEMM operand of :func:`correlate_transposed_gemm`.
 
-    Each image's Ho×Wo map sits in an Hs×Ws grid (Hs = Ho + th − 1, Ws = Wo + tw − 1) with th − 1 zero rows
-    above it and tw − 1 zero columns right of it: the zeros that make col2im's diagonal sums need no
-    bounds (a little more GEMM work instead of a padded copy of the much larger column matrix).
+    Positions are ordered (row, image, column), each row of Wo values followed by tw − 1 zeros (Ws = Wo + tw − 1):
+    the zeros that let col2im's diagonal sums run without bounds checks (a little more GEMM work instead of a
+    padded copy of the much larger column matrix). For a 1×1 kernel with stride 1 (no col2im): N×Ho×Wo order.
     """
     n, m, ho, wo = signals[0].shape
-    th, tw, hs, ws = _adjoint_layout(kernel_hw, stride, (ho, wo))
+    th, tw, ws = _adjoint_layout(kernel_hw, stride, (ho, wo))
     p, mg = len(signals), m // group
-    if th == tw == 1 and p == 1:
-        return channel_major(signals[0], group)
-    out = np.zeros((group, p, mg, n, hs, ws), signals[0].dtype)
+    if kernel_hw == (1, 1) and stride == (1, 1):
+        if p == 1:
+            return channel_major(signals[0], group)
+        out = np.empty((group, p, mg, n, ho * wo), signals[0].dtype)
+        for i, s in enumerate(signals):
+            out[:, i] = s.reshape(n, group, mg, ho * wo).transpose(1, 2, 0, 3)
+        return out.reshape(group, p * mg, -1)
+    out = np.zeros((group, p, mg, ho, n, ws), signals[0].dtype)
     for i, s in enumerate(signals):
-        out[:, i, :, :, th - 1 :, :wo] = s.reshape(n, group, mg, ho, wo).transpose(1, 2, 0, 3, 4)
-    return out.reshape(group, p * mg, n * hs * ws)
+        out[:, i, :, :, :, :wo] = s.reshape(n, group, mg, ho, wo).transpose(1, 2, 3, 0, 4)
+    return out.reshape(group, p * mg, ho * n * ws)
 
 
 def correlate_transposed_gemm(
@@ -160,13 +165,14 @@ def correlate_transposed_gemm(
     pad: tuple[int, int] = (0, 0),
 ) -> np.ndarray:
     """The adjoint of a convolution (dilation 1) from GEMM pieces: ``signal`` from :func:`adjoint_signal`
-    (G×M'×(N·Hs·Ws)), ``kernel_t`` G×(C'·kh·kw)×M', ``shape`` = (N, G·C', H, W) → N×(G·C')×H×W.
+    (G×M'×positions), ``kernel_t`` G×(C'·kh·kw)×M', ``shape`` = (N, G·C', H, W) → N×(G·C')×H×W.
 
     One GEMM per group over the batch gives the columns T[c, i, j, n, h, w] = Σ_m w[m, c, i, j]·s[n, m, h, w]
     (col2im's input); then out[n, c, y, x] = Σ T over y + ph = h·sh + i, x + pw = w·sw + j. Per stride phase
     (a, b), the taps i = a + sh·u, j = b + sw·v land on the sub-grid y = a + sh·r, x = b + sw·q with h = r − u,
     w = q − v: a sum along diagonals of the columns, read through one strided view and reduced (no loop over
-    kernel offsets; a loop over the sh·sw phases).
+    kernel offsets; a loop over the sh·sw phases). Reads outside the map hit the zero columns of the signal
+    grid or the zero margins of the column buffer.
     """
     n, c, h, w = shape
     kh, kw = kernel_hw
@@ -174,15 +180,16 @@ def correlate_transposed_gemm(
     ho, wo = out_hw
     g, k = kernel_t.shape[:2]
     hp, wp = h + 2 * pad[0], w + 2 * pad[1]
-    if kh == kw == 1 and stride == (1, 1):
+    if kernel_hw == (1, 1) and stride == (1, 1):  # the layout of adjoint_signal for this case
         full = batch_first(np.matmul(kernel_t, signal).reshape(c, n * ho * wo), n).reshape(n, c, ho, wo)
         return full[:, :, pad[0] : pad[0] + h, pad[1] : pad[1] + w] if pad != (0, 0) else full
-    th, tw, hs, ws = _adjoint_layout(kernel_hw, stride, out_hw)
-    margin = th * ws + tw  # zeros before and after every column row: reads above image 0 and below image N−1
-    cols = np.empty((g, k, margin + n * hs * ws + margin), signal.dtype)
+    th, tw, ws = _adjoint_layout(kernel_hw, stride, out_hw)
+    line = n * ws  # one row of positions across the batch
+    margin = th * line + tw  # zeros before and after every column row: reads above row 0 and below row Ho−1
+    cols = np.empty((g, k, margin + ho * line + margin), signal.dtype)
     cols[:, :, :margin] = 0
-    cols[:, :, margin + n * hs * ws :] = 0
-    np.matmul(kernel_t, signal, out=cols[:, :, margin : margin + n * hs * ws])
+    cols[:, :, margin + ho * line :] = 0
+    np.matmul(kernel_t, signal, out=cols[:, :, margin : margin + ho * line])
     # only rows/columns that some window reads get a value; the rest (and phases without taps) stay zero
     used_h, used_w = min(hp, (ho - 1) * sh + kh), min(wp, (wo - 1) * sw + kw)
     complete = used_h == hp and used_w == wp and sh <= kh and sw <= kw
@@ -194,11 +201,11 @@ def correlate_transposed_gemm(
         for b in range(min(sw, kw)):
             taps_w, cols_ = len(range(b, kw, sw)), len(range(b, used_w, sw))
             # view[n, c, r, q, u, v] = T[c, a + sh·u, b + sw·v, n, r − u, q − v]
-            first = cols[0, a * kw + b, margin + (th - 1) * ws :]  # T[0, a, b, 0, 0, 0]; groups follow rows
+            first = cols[0, a * kw + b, margin:]  # T[0, a, b, 0, 0, 0]; later groups follow as further rows
             view = as_strided(
                 first,
                 shape=(n, c, rows, cols_, taps_h, taps_w),
-                strides=(hs * ws * item, kh * kw * row, ws * item, item, sh * kw * row - ws * item, sw * row - item),
+                strides=(ws * item, kh * kw * row, line * item, item, sh * kw * row - line * item, sw * row - item),
                 writeable=False,
             )
             np.sum(view, axis=(4, 5), out=out[:, :, a::sh, b::sw][:, :, :rows, :cols_])

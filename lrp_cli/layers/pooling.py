@@ -43,12 +43,24 @@ class Pooling(Layer):
             Windows1D.caffe(w, self.kernel[1], self.stride[1], self.pad[1]),
         )
 
+    def _sums(self, x, rows, cols):
+        """Σ of x over every window (float64): a plain sum for global pooling, prefix sums otherwise."""
+        if self.global_pooling:
+            return x.sum(axis=(2, 3), dtype=np.float64, keepdims=True)
+        return window_sums(x, rows, cols)
+
+    def _spread(self, v, rows, cols, shape):
+        """The adjoint of :meth:`_sums`: each input gets the Σ of v over the windows that contain it."""
+        if self.global_pooling:
+            return np.broadcast_to(v, shape)
+        return window_sums_adjoint(v, rows, cols)
+
     def forward(self, bottoms):
         x = bottoms[0]
         rows, cols = self.windows(x.shape)
         if self.method == AVE:
             sizes = rows.size[:, None] * cols.size[None, :]
-            return [(window_sums(x, rows, cols) / sizes).astype(x.dtype)], {"windows": (rows, cols)}
+            return [(self._sums(x, rows, cols) / sizes).astype(x.dtype)], {"windows": (rows, cols)}
         n, c, h, w = x.shape
         kh, kw = (h, w) if self.global_pooling else self.kernel
         sh, sw = (1, 1) if self.global_pooling else self.stride
@@ -57,10 +69,13 @@ class Pooling(Layer):
         xp = pad_spatial(
             x, ph, max(0, (ho - 1) * sh + kh - ph - h), pw, max(0, (wo - 1) * sw + kw - pw - w), value=-np.inf
         )
-        view = window_view(xp, (kh, kw), (sh, sw), (1, 1), (ho, wo)).transpose(0, 1, 4, 5, 2, 3)
-        patches = view.reshape(n, c, ho, wo, kh * kw)
-        offset = patches.argmax(axis=-1)  # first maximum in row-major order
-        y = np.take_along_axis(patches, offset[..., None], axis=-1)[..., 0]
+        # the window values tap-major (kh·kw)×N×C×Ho×Wo: long contiguous rows to copy and to reduce over
+        view = window_view(xp, (kh, kw), (sh, sw), (1, 1), (ho, wo)).transpose(2, 3, 0, 1, 4, 5)
+        patches = np.empty((kh, kw, n, c, ho, wo), x.dtype)
+        patches[...] = view
+        patches = patches.reshape(kh * kw, n, c, ho, wo)
+        y = patches.max(axis=0)
+        offset = (patches == y).argmax(axis=0)  # first maximum in row-major order of the window
         row = np.arange(ho)[:, None] * sh - ph + offset // kw
         col = np.arange(wo)[None, :] * sw - pw + offset % kw
         return [y], {"argmax": (row * w + col).astype(np.int64), "windows": (rows, cols)}
@@ -78,10 +93,10 @@ class Pooling(Layer):
             return [self._to_argmax(saved, r)]
         x = saved.bottoms[0]
         rows, cols = saved.extra["windows"]
-        sums = window_sums(x, rows, cols)
+        sums = self._sums(x, rows, cols)
         small = np.abs(sums) < 1e-6
         ratio = np.where(small, 0.0, r / np.where(small, 1.0, sums)) + small
-        return [(x * window_sums_adjoint(ratio, rows, cols)).astype(x.dtype)]
+        return [(x * self._spread(ratio, rows, cols, x.shape)).astype(x.dtype)]
 
     def _relevance_gradient(self, saved, top_relevance):
         r = top_relevance[0]
@@ -89,4 +104,4 @@ class Pooling(Layer):
             return [self._to_argmax(saved, r)]
         rows, cols = saved.extra["windows"]
         sizes = rows.size[:, None] * cols.size[None, :]
-        return [window_sums_adjoint(r / sizes, rows, cols).astype(r.dtype)]
+        return [self._spread(r / sizes, rows, cols, saved.bottoms[0].shape).astype(r.dtype)]

@@ -11,6 +11,7 @@ overwritten, so a long list needs no disk space of its own.
 
 * ``img/s``: list length / wall time of the whole command (start-up, model loading and worker start included) for
   ``--jobs 1`` and ``--jobs 2``; the ratio is the speed-up (target ≥ 1.7 on 2 cores).
+* control: the same ratio for a plain single-threaded sgemm loop, to tell a busy machine from a slow lrp_cli.
 * ``peak RSS``: ``ru_maxrss`` of the ``lrp-demo`` process (``os.wait4``) after ``--rss`` lists of 200 and 2 000 images
   (``--jobs 1``); target: the second ≤ 1.1 × the first.
 
@@ -69,6 +70,28 @@ def run(config: Path, filelist: Path, *args: str) -> tuple[float, float]:
     return seconds, usage.ru_maxrss / 1024.0
 
 
+_GEMM = """
+import time, numpy as np
+from threadpoolctl import threadpool_limits
+a, b = np.ones((512, 1200), np.float32), np.ones((1200, 3000), np.float32)
+with threadpool_limits(1):
+    start, n = time.perf_counter(), 0
+    while time.perf_counter() - start < 4:
+        a @ b
+        n += 1
+print(n / (time.perf_counter() - start))
+"""
+
+
+def machine_scaling() -> float:
+    """Control: single-threaded sgemm rate of 2 simultaneous processes over 1 process (2.0 on 2 free cores)."""
+    def rates(count):
+        processes = [subprocess.Popen([sys.executable, "-c", _GEMM], stdout=subprocess.PIPE) for _ in range(count)]
+        return sum(float(p.communicate()[0]) for p in processes)
+
+    return rates(2) / rates(1)
+
+
 def blas_kernel() -> str:
     try:
         from threadpoolctl import threadpool_info
@@ -101,6 +124,8 @@ def main() -> None:
             rates[jobs] = args.images / seconds
             print(f"--jobs {jobs}: {args.images} images in {seconds:6.1f} s = {rates[jobs]:5.2f} img/s")
         print(f"speed-up --jobs 2 / --jobs 1: {rates[2] / rates[1]:.2f}x (target >= 1.7x on 2 cores)")
+        print(f"control, plain sgemm in 2 processes / 1 process: {machine_scaling():.2f}x "
+              "(below 2 when other processes hold the cores)")
         if args.no_rss:
             return
         peaks = []

@@ -112,7 +112,7 @@ def _main(program, batch_size, config, filelist, prependpath, minimal_output, or
                 skipped += result.skipped
                 done += not result.skipped
             if json_lines:
-                _print_json(None, failure) if isinstance(result, FileListLineError) else _print_json(result)
+                _print_json(result) if isinstance(result, Result) else _print_line_error(result)
             if failure:
                 failures.append(failure)
                 if not quiet:
@@ -139,11 +139,14 @@ def _main(program, batch_size, config, filelist, prependpath, minimal_output, or
     return 1 if failures else 0
 
 
-def _print_json(result: Result | None, error: str | None = None) -> None:
-    if result is None:
-        record = {"input": None, "error": error}
-    else:
-        record = {
+def _print_line_error(error: FileListLineError) -> None:
+    """The JSON record of a list line that could not be parsed: no input, its list and line number."""
+    _write_json({"input": None, "list": error.source, "line": error.line, "error": str(error)})
+
+
+def _print_json(result: Result) -> None:
+    _write_json(
+        {
             "input": result.entry.path,
             "line": result.entry.line,
             "target": result.entry.target,
@@ -154,6 +157,10 @@ def _print_json(result: Result | None, error: str | None = None) -> None:
             "skipped": result.skipped,
             "error": result.error,
         }
+    )
+
+
+def _write_json(record: dict) -> None:
     sys.stdout.write(json.dumps(record) + "\n")
     sys.stdout.flush()
 

@@ -232,7 +232,8 @@ def test_json_lines_describe_each_image(tiny):
     missing = records[2]
     assert missing["input"].endswith("missing.jpg") and "missing.jpg" in missing["error"]
     assert missing["outputs"] == [] and missing["top5"] == []
-    assert records[3]["input"] is None and "line 4" in records[3]["error"]
+    assert records[3]["input"] is None and "line 4" in records[3]["error"] and records[3]["line"] == 4
+    assert records[3]["list"] == str(mixed_list(root))
     assert len(records[4]["classes"]) == 5
     assert "42" in records[5]["error"] and "out of range" in records[5]["error"]
     # resumed: the outputs that exist are listed, nothing recomputed

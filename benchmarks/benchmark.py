@@ -200,14 +200,17 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
-def timed_runs(step, runs: int, warmup: int) -> list[float]:
+def timed_runs(step, runs: int, warmup: int, cpu: list[float] | None = None) -> list[float]:
+    """Wall times of ``runs`` calls after ``warmup``; the process CPU times (all threads) go to ``cpu``."""
     for _ in range(warmup):
         step()
     times = []
     for _ in range(runs):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         step()
         times.append(time.perf_counter() - start)
+        if cpu is not None:
+            cpu.append(time.process_time() - start_cpu)
     return times
 
 
@@ -222,8 +225,9 @@ def measure_lrp_cli(job: Job) -> dict:
     explainer = Explainer(net, job.formula, job.epsilon, job.beta, -1, -1, 0, 1000)
     images = synthetic_images(job.batch, net.input_shape[1:])
     targets = [-1] * job.batch
-    times = timed_runs(lambda: explainer.explain(images, targets), job.runs, job.warmup)
-    return {"load_s": load_s, "times_s": times}
+    cpu: list[float] = []
+    times = timed_runs(lambda: explainer.explain(images, targets), job.runs, job.warmup, cpu)
+    return {"load_s": load_s, "times_s": times, "cpu_s": cpu}
 
 
 def _import_zennit():
@@ -367,9 +371,10 @@ def measure_zennit(job: Job) -> dict:
         (relevance,) = torch.autograd.grad(out, x, seed)
         return relevance
 
+    cpu: list[float] = []
     with composite.context(model) as modified:
-        times = timed_runs(step, job.runs, job.warmup)
-    return {"load_s": load_s, "times_s": times, "zennit": _version("zennit"), "torch": torch.__version__}
+        times = timed_runs(step, job.runs, job.warmup, cpu)
+    return {"load_s": load_s, "times_s": times, "cpu_s": cpu, "zennit": _version("zennit"), "torch": torch.__version__}
 
 
 def child_main(text: str) -> None:
@@ -399,6 +404,7 @@ def run_job(job: Job) -> dict:
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     result["ms_per_image"] = 1000 * statistics.median(result["times_s"]) / job.batch
     result["best_ms_per_image"] = 1000 * min(result["times_s"]) / job.batch
+    result["cpu_ms_per_image"] = 1000 * statistics.median(result["cpu_s"]) / job.batch
     return result
 
 
@@ -457,7 +463,7 @@ def target_note(job: Job, result: dict) -> str:
 
 def latency_section(args, engines: list[str]) -> list[dict]:
     jobs = latency_jobs(args, engines)
-    header = f"{'model':<11}{'formula':>8}{'batch':>6}  {'engine':<8}{'ms/img':>9}{'best':>8}{'load s':>8}" \
+    header = f"{'model':<11}{'formula':>8}{'batch':>6}  {'engine':<8}{'ms/img':>9}{'best':>8}{'cpu':>8}{'load s':>8}" \
              f"{'peak RSS':>10}{'zennit ×':>10}  target"
     print(header)
     print("-" * len(header) + "-" * 12)
@@ -476,7 +482,8 @@ def latency_section(args, engines: list[str]) -> list[dict]:
             lrp_ms[key] = result["ms_per_image"]
         elif key in lrp_ms:
             ratio = f"{lrp_ms[key] / result['ms_per_image']:.2f}"  # lrp_cli time in units of zennit's
-        print(f"{lead}{result['ms_per_image']:9.1f}{result['best_ms_per_image']:8.1f}{result['load_s']:8.2f}"
+        print(f"{lead}{result['ms_per_image']:9.1f}{result['best_ms_per_image']:8.1f}"
+              f"{result['cpu_ms_per_image']:8.1f}{result['load_s']:8.2f}"
               f"{result['peak_rss_mb']:8.0f}MB"
               f"{ratio:>10}  {target_note(job, result)}", flush=True)
     return results
@@ -506,8 +513,9 @@ def main(argv=None) -> int:
             print(f"compared with: {line}")
         else:
             print(f"zennit comparison skipped: {line}")
-    print(f"ms/img: median of {args.runs} runs after {args.warmup} warm-up (best: fastest run), forward + relevance "
-          "per image; 'zennit ×' = lrp_cli median / zennit median (below 1: lrp_cli faster)")
+    print(f"ms/img: median wall time of {args.runs} runs after {args.warmup} warm-up, forward + relevance, per image;"
+          " best: the fastest run;\ncpu: median CPU time of all threads; 'zennit ×' = lrp_cli median / zennit median"
+          " (below 1: lrp_cli faster)")
     print()
     results = {"latency": latency_section(args, engines)}
     if args.json:

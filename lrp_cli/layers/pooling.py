@@ -75,10 +75,15 @@ class Pooling(Layer):
         patches[...] = view
         patches = patches.reshape(kh * kw, n, c, ho, wo)
         y = patches.max(axis=0)
-        offset = (patches == y).argmax(axis=0)  # first maximum in row-major order of the window
-        row = np.arange(ho)[:, None] * sh - ph + offset // kw
-        col = np.arange(wo)[None, :] * sw - pw + offset % kw
-        return [y], {"argmax": (row * w + col).astype(np.int64), "windows": (rows, cols)}
+        # first maximum in row-major order of the window: the largest of (kh·kw − tap) over the taps equal to y
+        taps = np.arange(kh * kw)
+        rank_type = np.uint8 if kh * kw < 256 else np.int64
+        ranks = (kh * kw - taps).astype(rank_type).reshape(-1, 1, 1, 1, 1)
+        first = (patches == y).view(np.uint8) * ranks
+        offset = kh * kw - first.max(axis=0).astype(np.int64)
+        # per-plane index of the winner: window origin + the tap's offset within the window
+        origin = (np.arange(ho)[:, None] * sh - ph) * w + (np.arange(wo)[None, :] * sw - pw)
+        return [y], {"argmax": origin + (taps // kw * w + taps % kw)[offset], "windows": (rows, cols)}
 
     def _to_argmax(self, saved, r):
         x = saved.bottoms[0]

@@ -9,6 +9,14 @@ from .base import check_shape, require_blobs
 from .linear import LinearLayer
 
 
+def _rows_times(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b through BLAS's matrix-matrix product even for a single row: its matrix-vector product sums in
+    another order, which would make an image's result depend (in the last bits) on the batch size."""
+    if a.shape[0] == 1:
+        return (np.concatenate([a, a]) @ b)[:1]
+    return a @ b
+
+
 class InnerProduct(LinearLayer):
     """z[n,j] = Σ_k w[j,k]·x[n,k] + b[j]; weight J×K (stored K×J when ``transpose``), bias J.
 
@@ -36,10 +44,10 @@ class InnerProduct(LinearLayer):
         if flat.shape[1] != weight.shape[1]:
             raise ModelError(f"{self.describe()}: input has {flat.shape[1]} values per image, weights expect "
                              f"{weight.shape[1]}")
-        return flat @ weight.T
+        return _rows_times(flat, weight.T)
 
     def linear_transposed(self, signal: np.ndarray, weight: np.ndarray, input_shape: tuple[int, ...]) -> np.ndarray:
-        return (signal @ weight).reshape(input_shape)
+        return _rows_times(signal, weight).reshape(input_shape)
 
     @property
     def flat_divisor(self) -> int:
@@ -66,15 +74,15 @@ class InnerProduct(LinearLayer):
         for lo in range(0, j, step):  # blocks of rows: memory traffic, not a loop over neurons
             w = self.weight[lo : lo + step]
             w_pos = np.maximum(w, 0)
-            z_pos = flat @ w_pos.T
+            z_pos = _rows_times(flat, w_pos.T)
             if self.bias is not None:
                 z_pos += np.maximum(self.bias[lo : lo + step], 0)
-            coefficient += _ratio_or_zero(r[:, lo : lo + step], z_pos, alpha) @ w_pos
+            coefficient += _rows_times(_ratio_or_zero(r[:, lo : lo + step], z_pos, alpha), w_pos)
             if beta > 0:
                 w_neg = w - w_pos
-                z_neg = flat @ w_neg.T
+                z_neg = _rows_times(flat, w_neg.T)
                 if self.bias is not None:
                     z_neg += np.minimum(self.bias[lo : lo + step], 0)
-                coefficient += _ratio_or_zero(r[:, lo : lo + step], z_neg, -beta) @ w_neg
+                coefficient += _rows_times(_ratio_or_zero(r[:, lo : lo + step], z_neg, -beta), w_neg)
         coefficient *= flat
         return coefficient.reshape(x.shape)

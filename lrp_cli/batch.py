@@ -4,7 +4,8 @@ The list is read lazily and results come back in list order as soon as they are 
 however long the list is: at most a few batches are held at any time. Every worker process loads the model once
 (:func:`_demo`) and keeps it for the chunks it is given.
 
-Outputs do not depend on how a run is split: every process runs BLAS on ``Plan.blas_threads`` threads (1 by
+Inside a process, ``Plan.threads`` threads explain slices of each batch (default: the cores divided among the
+workers). Outputs do not depend on how a run is split: every process runs BLAS on ``Plan.blas_threads`` threads (1 by
 default; OpenBLAS sums in a different order on 2 threads than on 1), and a batch of images gives each image the
 result it gets in any other batch of two or more (a batch of exactly one goes through BLAS's matrix-vector path in
 fully connected layers, which sums in another order: differences of a few 1e-6 of the heatmap's largest value).
@@ -68,6 +69,7 @@ class Plan:
     shard: Shard = Shard()
     skip_existing: bool = False
     blas_threads: int | None = 1  # BLAS threads in every process that explains images; None: leave BLAS alone
+    threads: int = 1  # threads per process that explain slices of a batch (see Explainer.explain)
 
 
 # -- one process's work --------------------------------------------------------------------------------------------
@@ -102,17 +104,17 @@ def _failed(entries: list[FileListEntry], message: str) -> list[Result]:
     return [Result(entry, error=message) for entry in entries]
 
 
-def _run_batch(demo: Demo, batch: list[FileListEntry], blas_threads: int | None) -> list[Result]:
+def _run_batch(demo: Demo, batch: list[FileListEntry], blas_threads: int | None, threads: int = 1) -> list[Result]:
     """``demo.run(batch)``; an unexpected exception fails the batch's entries instead of the whole run."""
     try:
         with _blas_limit(blas_threads):
-            return demo.run(batch)
+            return demo.run(batch, threads)
     except Exception as exc:  # noqa: BLE001 - reported per entry, the run goes on
         return _failed(batch, f"unexpected {type(exc).__name__}: {exc}")
 
 
 def _run_chunk(config: Config, options: OutputOptions, chunk: list[FileListEntry], batch_size: int,
-               blas_threads: int | None) -> list[Result]:
+               blas_threads: int | None, threads: int = 1) -> list[Result]:
     """Worker entry point: explain a chunk of entries in batches of ``batch_size``, one Result per entry."""
     try:
         demo = _demo(config, options)
@@ -120,7 +122,7 @@ def _run_chunk(config: Config, options: OutputOptions, chunk: list[FileListEntry
         return _failed(chunk, f"worker cannot load the model: {exc}")
     results: list[Result] = []
     for batch in batches(chunk, batch_size):
-        results += _run_batch(demo, batch, blas_threads)
+        results += _run_batch(demo, batch, blas_threads, threads)
     return results
 
 
@@ -194,7 +196,7 @@ def _flush(waiting: list, results: list[Result]) -> Iterator:
 
 def _sequential(demo: Demo, items: Iterable, plan: Plan) -> Iterator:
     for waiting, todo in _chunks(demo, items, plan, plan.batch_size):
-        yield from _flush(waiting, _run_batch(demo, todo, plan.blas_threads) if todo else [])
+        yield from _flush(waiting, _run_batch(demo, todo, plan.blas_threads, plan.threads) if todo else [])
 
 
 # -- worker pools ---------------------------------------------------------------------------------------------------
@@ -288,7 +290,7 @@ def _parallel(config: Config, options: OutputOptions, items: Iterable, plan: Pla
         events.put(("end", None))
 
     def submit(slot: _Slot) -> None:
-        slot.future = pool.submit(config, options, slot.todo, plan.batch_size, plan.blas_threads)
+        slot.future = pool.submit(config, options, slot.todo, plan.batch_size, plan.blas_threads, plan.threads)
         slot.future.add_done_callback(lambda _: events.put(("done", None)))
 
     reader = threading.Thread(target=read, name="lrp-list-reader", daemon=True)

@@ -43,7 +43,7 @@ def _options(command):
         click.option("--default-target", type=int, default=None,
                      help="Target for list lines without one (otherwise such a line is an error)."),
         click.option("--json", "json_lines", is_flag=True, help="Print one JSON line per image on stdout."),
-        click.option("--fail-fast", is_flag=True, help="Stop at the first failed entry."),
+        click.option("--fail-fast", is_flag=True, help="Stop after the batch with the first failed entry."),
         click.option("--quiet", is_flag=True, help="No progress bar and no per-entry messages; errors still show."),
         click.version_option(__version__),
     ]
@@ -53,15 +53,16 @@ def _options(command):
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Images per forward and relevance pass.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Images per forward and relevance pass [default: 2 per core of each worker; 1 for a list on "
+                   "stdin]. Results do not depend on it.")
 @_options
 def lrp_demo(batch_size, **kwargs):
     """Explain each image of FILELIST (or '-' for stdin) with the net and relevance rule of CONFIG.
 
     Image paths are PREPENDPATH + '/' + the list's path; outputs go below the config's standalone_outpath.
     """
-    sys.exit(_main("lrp-demo", batch_size, **kwargs))
+    sys.exit(_main("lrp-demo", batch_size or "auto", **kwargs))
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -82,8 +83,12 @@ def _main(program, batch_size, config, filelist, prependpath, minimal_output, or
         settings = load_config(config)
         options = OutputOptions(minimal_output, original_names, colormap, overlay, npy)
         demo = Demo(settings, options)
+        threads = 1 if backend == "dask" else max(1, (os.cpu_count() or 1) // jobs)
+        if batch_size == "auto":  # from stdin, one at a time: a result must not wait for lines not yet written
+            batch_size = 1 if filelist == "-" else 2 * threads
         plan = Plan(
             batch_size=batch_size or max(1, demo.net.input_shape[0]),
+            threads=threads,
             jobs=jobs,
             backend=backend,
             scheduler=scheduler,

@@ -202,8 +202,9 @@ class Demo:
             raise ImageError(f"{path}: expected a numeric array of shape {expected}, got {blob.dtype} {blob.shape}")
         return blob.astype(np.float32)
 
-    def run(self, entries: list[FileListEntry]) -> list[Result]:
-        """Explain entries as one batch (those that preprocess), write their outputs; one Result per entry."""
+    def run(self, entries: list[FileListEntry], threads: int = 1) -> list[Result]:
+        """Explain entries as one batch (those that preprocess) in ``threads`` threads, write their outputs; one
+        Result per entry."""
         started = time.perf_counter()
         results = {id(e): Result(e) for e in entries}
         prepared: list[Prepared] = []
@@ -214,7 +215,7 @@ class Demo:
                 results[id(entry)].error = str(exc)
         if prepared:
             try:
-                self._explain_and_write(prepared, results)
+                self._explain_and_write(prepared, results, threads)
             except LrpError as exc:
                 for item in prepared:
                     results[id(item.entry)].error = str(exc)
@@ -223,7 +224,7 @@ class Demo:
             result.seconds = seconds
         return [results[id(e)] for e in entries]
 
-    def _explain_and_write(self, prepared: list[Prepared], results: dict[int, Result]) -> None:
+    def _explain_and_write(self, prepared: list[Prepared], results: dict[int, Result], threads: int) -> None:
         images = np.stack([p.blob for p in prepared])
         bounds = None
         if self.explainer.needs_input_bounds:
@@ -231,7 +232,7 @@ class Demo:
                 raise LrpError("formulas with the z^B rule need images, not preprocessed .npy blobs")
             mean = np.stack([p.mean_bgr for p in prepared]).astype(np.float32)
             bounds = (-mean, np.float32(255) - mean)
-        explanation = self.explainer.explain(images, [p.entry.target for p in prepared], bounds)
+        explanation = self.explainer.explain(images, [p.entry.target for p in prepared], bounds, threads=threads)
         for n, item in enumerate(prepared):
             result = results[id(item.entry)]
             try:

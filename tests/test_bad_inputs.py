@@ -390,12 +390,14 @@ def test_whitespace_only_lines_in_a_good_config_are_ignored(tmp_path, monkeypatc
 
 
 def test_fail_fast_stops_at_the_bad_image_with_one_line(tmp_path, monkeypatch):
-    """--fail-fast: the first good image is done, the bad one is reported once, the last is never started."""
+    """--fail-fast, one image per batch: the first good image is done, the bad one is reported once, the last is never
+    started (with larger batches the rest of the failing batch is finished first)."""
     stage = Stage(tmp_path)
     stage.write("someimages/bad.jpg", b"")
     stage.filelist([GOOD_LINES[0], "someimages/bad.jpg -1", GOOD_LINES[1]])
     monkeypatch.chdir(stage.work)
-    result = CliRunner().invoke(lrp_demo, ["config.txt", "filelist.txt", ".", "--fail-fast", "--quiet"])
+    result = CliRunner().invoke(lrp_demo, ["config.txt", "filelist.txt", ".", "--fail-fast", "--quiet",
+                                           "--batch-size", "1"])
     assert result.exit_code == 1
     assert "Traceback" not in result.output
     assert result.stderr.splitlines()[0] == f"{PROG}: stopping at the first failure (--fail-fast)"

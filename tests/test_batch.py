@@ -238,7 +238,7 @@ def test_json_lines_describe_each_image(tiny):
 
 
 # -- failures inside workers ----------------------------------------------------------------------------------------
-def failing_chunk(config, options, chunk, batch_size, blas_threads):
+def failing_chunk(config, options, chunk, batch_size, blas_threads, threads=1):
     """Stands in for batch._run_chunk in the workers: hare3 raises, cat12 kills its worker process."""
     import os
 
@@ -248,7 +248,7 @@ def failing_chunk(config, options, chunk, batch_size, blas_threads):
         raise RuntimeError("boom")
     if any("cat12" in entry.path for entry in chunk):
         os._exit(3)
-    return _run_chunk(config, options, chunk, batch_size, blas_threads)
+    return _run_chunk(config, options, chunk, batch_size, blas_threads, threads)
 
 
 def test_a_failing_or_dying_worker_fails_its_entries_only(tiny, monkeypatch):
@@ -276,10 +276,10 @@ def test_an_unexpected_error_fails_its_batch_only(tiny, monkeypatch):
     root, config_path = tiny
     real = Demo.run
 
-    def run(self, entries):
+    def run(self, entries, threads=1):
         if any("hare3" in e.path for e in entries):
             raise FloatingPointError("overflow")
-        return real(self, entries)
+        return real(self, entries, threads)
 
     monkeypatch.setattr(Demo, "run", run)
     results = list(run_entries(load_config(config_path), OutputOptions(),
@@ -323,7 +323,7 @@ class StubDemo:
     def output_files(self, entry):
         return [self.existing] if self.existing else [f"/nonexistent/{entry.line}"]
 
-    def run(self, entries):
+    def run(self, entries, threads=1):
         return [Result(e, files=[f"/out/{e.line}"]) for e in entries]
 
 

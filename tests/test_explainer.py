@@ -86,3 +86,20 @@ def test_folded_resnet_block_needs_no_rule_for_batchnorm_and_scale(tmp_path):
     net = build(resnet_block(), tmp_path)
     assert net.folded_nodes == {n.index for n in net.nodes if n.type in ("BatchNorm", "Scale")}
     Explainer(net, 100, 1.0, 1.0, 0, -2, 0, 5)
+
+
+@pytest.mark.parametrize("formula", [0, 2, 11, 100])
+def test_threads_do_not_change_the_result(tmp_path, formula):
+    """Slices of a batch explained in threads (BLAS on one thread each) give byte-identical results."""
+    from lrp_cli.explain import single_threaded_blas
+
+    net = build(resnet_block(), tmp_path)
+    explainer = Explainer(net, formula, 1.0, 1.0, 0, -2, 0, 5)
+    images = np.random.default_rng(4).standard_normal((5, 3, 12, 12)).astype(np.float32)
+    targets = [-1, -2, 0, 3, -1]
+    with single_threaded_blas():
+        whole = explainer.explain(images, targets)
+    threaded = explainer.explain(images, targets, threads=2)
+    np.testing.assert_array_equal(threaded.rawhm, whole.rawhm)
+    np.testing.assert_array_equal(threaded.ranking, whole.ranking)
+    assert threaded.classes == whole.classes

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from ..errors import ModelError
@@ -15,6 +17,8 @@ from .windows import (
     correlate_transposed_gemm,
     dilate_kernel,
 )
+
+_CACHE_LOCK = threading.Lock()
 
 
 class Convolution(LinearLayer):
@@ -70,9 +74,9 @@ class Convolution(LinearLayer):
 
         Kept for the last few blocks (keyed by the identity of the weight arrays, which the rules reuse)."""
         flat = [w for row in weights for w in row]
-        cache = self.__dict__.setdefault("_cache_blocks", {})
         key = (len(weights), *(id(w) for w in flat))
-        hit = cache.get(key)
+        with _CACHE_LOCK:  # several threads may explain slices of one batch
+            hit = self.__dict__.setdefault("_cache_blocks", {}).get(key)
         if hit is not None and all(a is b for a, b in zip(hit[0], flat, strict=True)):
             return hit[1]
         g = self.group
@@ -83,9 +87,11 @@ class Convolution(LinearLayer):
             for j, w in enumerate(row):
                 block[:, i, :, j] = w.reshape(g, m // g, cg, kh, kw)
         block = block.reshape(g, p * (m // g), q * cg * kh * kw)
-        if len(cache) >= 6:
-            cache.pop(next(iter(cache)))
-        cache[key] = (flat, block)
+        with _CACHE_LOCK:
+            cache = self.__dict__["_cache_blocks"]
+            if len(cache) >= 6:
+                cache.pop(next(iter(cache)))
+            cache[key] = (flat, block)
         return block
 
     def _stack_inputs(self, xs: list[np.ndarray]) -> np.ndarray:

@@ -77,19 +77,6 @@ def _ratio_or_zero(relevance: np.ndarray, total: np.ndarray, scale: np.float32) 
     return total
 
 
-def _active_outputs(op, z: np.ndarray, relevance: np.ndarray):
-    """(op, z, R) restricted to the output channels that carry relevance, when at most a quarter do (e.g. the
-    layer right below the seeded classes); the others contribute exact zeros. Ungrouped layers only."""
-    if getattr(op, "group", 1) != 1 or not hasattr(op, "with_parameters") or relevance.ndim < 2:
-        return op, z, relevance
-    m = relevance.shape[1]
-    active = np.flatnonzero(relevance.reshape(relevance.shape[0], m, -1).any(axis=(0, 2)))
-    if len(active) > m // 4:
-        return op, z, relevance
-    bias = None if op.bias is None else op.bias[active]
-    return op.with_parameters(op.weight[active], bias), z[:, active], relevance[:, active]
-
-
 @dataclass(frozen=True)
 class Epsilon(LinearRule):
     """ε-rule: R_i = x_i·Σ_j w_ij·R_j/d_j with d_j = z_j + ε·sign(z_j), and d_j = 1 where z_j == 0.
@@ -100,9 +87,6 @@ class Epsilon(LinearRule):
     epsilon: float
 
     def relevance(self, op, x, z, relevance):
-        op, z, relevance = _active_outputs(op, z, relevance)
-        if relevance.shape[1] == 0:
-            return np.zeros_like(x)
         eps = np.float32(self.epsilon)
         divisor = z + np.copysign(eps, z).astype(z.dtype, copy=False)  # z = ±0 is not divided (below)
         signal = relevance.copy()
@@ -128,12 +112,17 @@ class AlphaBeta(LinearRule):
         #   z⁺ = w⁺·x⁺ + w⁻·x⁻ + b⁺,  z⁻ = w⁻·x⁺ + w⁺·x⁻ + b⁻   (one stacked GEMM),
         #   s⁺ = α·R/z⁺, s⁻ = −β·R/z⁻,  R = x⁺·(w⁺ᵀs⁺ + w⁻ᵀs⁻) + x⁻·(w⁻ᵀs⁺ + w⁺ᵀs⁻)   (one stacked adjoint GEMM).
         # x⁻ = 0 (ReLU outputs, pooled ReLU outputs) drops the second column; β = 0 drops the second row.
-        op, z, relevance = _active_outputs(op, z, relevance)
-        if relevance.shape[1] == 0:
-            return np.zeros_like(x)
+        # The computation path is chosen per image (an input with negative values needs the x⁻ column), so that
+        # an image's result never depends on the other images of its batch.
+        negative = (x < 0).reshape(x.shape[0], -1).any(axis=1)
+        if negative.any() and not negative.all():
+            result = np.empty_like(x)
+            for subset in (negative, ~negative):
+                result[subset] = self.relevance(op, x[subset], z[subset], relevance[subset])
+            return result
         beta = np.float32(self.beta)
         alpha = np.float32(1) + beta
-        mixed = bool((x < 0).any())
+        mixed = bool(negative.all())
         fused = getattr(op, "alpha_beta_nonnegative", None)
         if fused is not None and not mixed:
             return fused(x, relevance, alpha, beta)

@@ -5,10 +5,10 @@ however long the list is: at most a few batches are held at any time. Every work
 (:func:`_demo`) and keeps it for the chunks it is given.
 
 Inside a process, ``Plan.threads`` threads explain slices of each batch (default: the cores divided among the
-workers). Outputs do not depend on how a run is split: every process runs BLAS on ``Plan.blas_threads`` threads (1 by
-default; OpenBLAS sums in a different order on 2 threads than on 1), and a batch of images gives each image the
-result it gets in any other batch of two or more (a batch of exactly one goes through BLAS's matrix-vector path in
-fully connected layers, which sums in another order: differences of a few 1e-6 of the heatmap's largest value).
+workers), and BLAS runs on ``Plan.blas_threads`` threads (1 by default: OpenBLAS sums in another order on 2 threads
+than on 1). An image's arithmetic then does not depend on its batch, so outputs do not depend on how a run is split
+(byte for byte on nets of CaffeNet's size; very small layers can switch OpenBLAS to its small-matrix kernel, which
+moves the last bits).
 """
 
 from __future__ import annotations

@@ -35,6 +35,8 @@ def _options(command):
         click.option("--npy", is_flag=True, help="Also write the raw heatmap as <name>_rawhm.npy."),
         click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
                      help="Worker processes (each loads the model once)."),
+        click.option("--threads", type=click.IntRange(min=1), default=None,
+                     help="Threads per process that explain slices of each batch [default: cores / jobs]."),
         click.option("--backend", type=click.Choice(["loky", "dask"]), default="loky", show_default=True,
                      help="Where the workers run: local processes or a Dask cluster."),
         click.option("--scheduler", default=None, help="Dask scheduler address (tcp://host:port) for --backend dask."),
@@ -73,7 +75,8 @@ def lrp_parallel_demo(**kwargs):
 
 
 def _main(program, batch_size, config, filelist, prependpath, minimal_output, original_names, colormap, overlay,
-          npy, jobs, backend, scheduler, shard, skip_existing, default_target, json_lines, fail_fast, quiet) -> int:
+          npy, jobs, threads, backend, scheduler, shard, skip_existing, default_target, json_lines, fail_fast,
+          quiet) -> int:
     started = time.perf_counter()
 
     def say(message):
@@ -83,7 +86,8 @@ def _main(program, batch_size, config, filelist, prependpath, minimal_output, or
         settings = load_config(config)
         options = OutputOptions(minimal_output, original_names, colormap, overlay, npy)
         demo = Demo(settings, options)
-        threads = 1 if backend == "dask" else max(1, (os.cpu_count() or 1) // jobs)
+        if threads is None:
+            threads = 1 if backend == "dask" else max(1, (os.cpu_count() or 1) // jobs)
         if batch_size == "auto":  # from stdin, one at a time: a result must not wait for lines not yet written
             batch_size = 1 if filelist == "-" else 2 * threads
         plan = Plan(

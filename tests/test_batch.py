@@ -110,6 +110,7 @@ def test_every_way_of_splitting_a_run_gives_the_same_outputs(caffenet):
     # batches of two or more: --batch-size 4 (4, 4, 2), --jobs 2 --batch-size 2, lrp-parallel-demo (batch 10)
     batched = outputs(run("batch4", "--batch-size", "4"))
     assert_same_files(singles, batched, "--batch-size 4")
+    assert_same_files(singles, outputs(run("threads1", "--batch-size", "4", "--threads", "1")), "--threads 1")
     assert_same_files(batched, outputs(run("jobs2_batch2", "--jobs", "2", "--batch-size", "2")), "--jobs 2 -b 2")
     assert_same_files(batched, outputs(run("parallel", command=lrp_parallel_demo, prototxt="deploy.prototxt")),
                       "lrp-parallel-demo")

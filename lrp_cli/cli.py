@@ -172,7 +172,3 @@ def _print_json(result: Result) -> None:
 def _write_json(record: dict) -> None:
     sys.stdout.write(json.dumps(record) + "\n")
     sys.stdout.flush()
-
-
-def main() -> None:  # pragma: no cover - python -m lrp_cli
-    lrp_demo(prog_name=os.path.basename(sys.argv[0]) or "lrp-demo")

@@ -17,6 +17,15 @@ def _rows_times(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return a @ b
 
 
+def _rows_times_transposed(a: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """a @ wᵀ for a weight w (J×K, C-contiguous), computed as (w @ aᵀ)ᵀ: with few rows of a, OpenBLAS streams the
+    large weight faster this way round (fc6 of CaffeNet, 5 rows: about 30% faster). Like :func:`_rows_times`, a
+    single row goes through the matrix-matrix product too."""
+    if a.shape[0] == 1:
+        return np.ascontiguousarray((w @ np.concatenate([a, a]).T).T[:1])
+    return np.ascontiguousarray((w @ a.T).T)
+
+
 class InnerProduct(LinearLayer):
     """z[n,j] = Σ_k w[j,k]·x[n,k] + b[j]; weight J×K (stored K×J when ``transpose``), bias J.
 
@@ -44,7 +53,7 @@ class InnerProduct(LinearLayer):
         if flat.shape[1] != weight.shape[1]:
             raise ModelError(f"{self.describe()}: input has {flat.shape[1]} values per image, weights expect "
                              f"{weight.shape[1]}")
-        return _rows_times(flat, weight.T)
+        return _rows_times_transposed(flat, weight)
 
     def linear_transposed(self, signal: np.ndarray, weight: np.ndarray, input_shape: tuple[int, ...]) -> np.ndarray:
         return _rows_times(signal, weight).reshape(input_shape)
@@ -74,13 +83,13 @@ class InnerProduct(LinearLayer):
         for lo in range(0, j, step):  # blocks of rows: memory traffic, not a loop over neurons
             w = self.weight[lo : lo + step]
             w_pos = np.maximum(w, 0)
-            z_pos = _rows_times(flat, w_pos.T)
+            z_pos = _rows_times_transposed(flat, w_pos)
             if self.bias is not None:
                 z_pos += np.maximum(self.bias[lo : lo + step], 0)
             coefficient += _rows_times(_ratio_or_zero(r[:, lo : lo + step], z_pos, alpha), w_pos)
             if beta > 0:
                 w_neg = w - w_pos
-                z_neg = _rows_times(flat, w_neg.T)
+                z_neg = _rows_times_transposed(flat, w_neg)
                 if self.bias is not None:
                     z_neg += np.minimum(self.bias[lo : lo + step], 0)
                 coefficient += _rows_times(_ratio_or_zero(r[:, lo : lo + step], z_neg, -beta), w_neg)

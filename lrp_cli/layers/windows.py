@@ -208,7 +208,8 @@ def correlate_transposed_gemm(
                 strides=(ws * item, kh * kw * row, line * item, item, sh * kw * row - line * item, sw * row - item),
                 writeable=False,
             )
-            np.sum(view, axis=(4, 5), out=out[:, :, a::sh, b::sw][:, :, :rows, :cols_])
+            # one tap axis at a time: numpy reduces a single strided axis several times faster than two at once
+            np.sum(np.sum(view, axis=5), axis=4, out=out[:, :, a::sh, b::sw][:, :, :rows, :cols_])
     return out[:, :, pad[0] : pad[0] + h, pad[1] : pad[1] + w]
 
 

@@ -126,6 +126,9 @@ class AlphaBeta(LinearRule):
         fused = getattr(op, "alpha_beta_nonnegative", None)
         if fused is not None and not mixed:
             return fused(x, relevance, alpha, beta)
+        fused_mixed = getattr(op, "alpha_beta_mixed", None)
+        if fused_mixed is not None and mixed:
+            return fused_mixed(x, relevance, alpha, beta)
         w_pos, w_neg = _weight_parts(op)
         if mixed:
             xs = [_positive(x), _negative(x)]

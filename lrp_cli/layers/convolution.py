@@ -11,11 +11,15 @@ from .base import check_shape, pair, require_blobs
 from .linear import LinearLayer
 from .windows import (
     adjoint_signal,
+    adjoint_signal_gemm,
+    batch_first,
+    channel_major,
     correlate,
     correlate_gemm,
     correlate_transposed,
     correlate_transposed_gemm,
     dilate_kernel,
+    im2col,
 )
 
 _CACHE_LOCK = threading.Lock()
@@ -140,3 +144,108 @@ class Convolution(LinearLayer):
             return [result]
         result = result.reshape(n, g, q, cg, h, w)
         return [np.ascontiguousarray(result[:, :, j]).reshape(n, c, h, w) for j in range(q)]
+
+    # -- forward that keeps its columns, and the fused α-β rule that reuses them ------------------------------------
+    def forward(self, bottoms):
+        """z = W·x + b through im2col + one GEMM per group; the columns are kept for the relevance pass (the α-β
+        rule multiplies the same columns by w⁺ and w⁻). For a 1×1 kernel over one image they are a view of x."""
+        x = bottoms[0]
+        self.check_input(x.shape)
+        n = x.shape[0]
+        m, cg, kh, kw = self.weight.shape
+        columns, (ho, wo) = im2col(x, (kh, kw), self.stride, self.pad, self.dilation, self.group)
+        out = np.matmul(self.weight.reshape(self.group, m // self.group, cg * kh * kw), columns)
+        z = batch_first(out.reshape(m, -1), n).reshape(n, m, ho, wo)
+        if self.bias is not None:
+            z += self.bias_view(self.bias, z.ndim)
+        return [z], {"columns": columns}
+
+    def relevance(self, mode, saved, top_relevance):
+        from ..rules import AlphaBeta
+
+        columns = saved.extra.get("columns")
+        if columns is None or not isinstance(mode, AlphaBeta):
+            return super().relevance(mode, saved, top_relevance)
+        x = saved.bottoms[0]
+        return [mode.relevance(_WithColumns(self, x, columns), x, saved.tops[0], top_relevance[0])]
+
+    def alpha_beta_nonnegative(self, x, relevance, alpha, beta, columns=None):
+        """The α-β rule (see :class:`lrp_cli.rules.AlphaBeta`) for x ≥ 0, in the GEMM layout throughout:
+        [z⁺; z⁻] = [w⁺; w⁻]·cols + [b⁺; b⁻] (one GEMM per group, on the forward pass's columns when given),
+        s⁺ = α·R/z⁺, s⁻ = −β·R/z⁻ in place, R_in = x ⊙ [w⁺; w⁻]ᵀ·[s⁺; s⁻] (one GEMM per group and col2im)."""
+        return self._alpha_beta(x, relevance, alpha, beta, False, columns)
+
+    def alpha_beta_mixed(self, x, relevance, alpha, beta, columns=None):
+        """The α-β rule for an x of any sign, with x⁺ and x⁻ as two blocks of columns (cut from the forward
+        pass's columns when given): [z⁺; z⁻] = [[w⁺, w⁻]; [w⁻, w⁺]]·[cols⁺; cols⁻] + [b⁺; b⁻],
+        R_in = x⁺ ⊙ (w⁺ᵀs⁺ + w⁻ᵀs⁻) + x⁻ ⊙ (w⁻ᵀs⁺ + w⁺ᵀs⁻)."""
+        return self._alpha_beta(x, relevance, alpha, beta, True, columns)
+
+    def _alpha_beta(self, x, relevance, alpha, beta, mixed, columns):
+        from ..rules import _ratio_or_zero
+
+        n, c, h, w = x.shape
+        g = self.group
+        m, cg = self.weight.shape[:2]
+        mg = m // g
+        ho, wo = relevance.shape[2:]
+        w_pos, w_neg = self.weight_parts()
+        weights = [[w_pos, w_neg], [w_neg, w_pos]] if mixed else [[w_pos], [w_neg]]
+        if beta == 0:
+            weights = weights[:1]
+        p, q = len(weights), len(weights[0])
+        kernel = self._block_kernel(weights)
+        if columns is None:
+            self.check_input(x.shape)
+            columns, _ = im2col(x, self.kernel, self.stride, self.pad, self.dilation, g)
+        if mixed:  # the columns of the stacked input (x⁺, x⁻): per group the x⁺ rows, then the x⁻ rows
+            k = columns.shape[1]
+            stacked = np.empty((g, 2, k, columns.shape[2]), columns.dtype)
+            np.maximum(columns, 0, out=stacked[:, 0])
+            np.minimum(columns, 0, out=stacked[:, 1])
+            columns = stacked.reshape(g, 2 * k, -1)
+        totals = np.matmul(kernel, columns).reshape(g, p, mg, -1)
+        r = channel_major(relevance, g)
+        parts = [(np.maximum, alpha), (np.minimum, -beta)]
+        for i in range(p):
+            if self.bias is not None:
+                totals[:, i] += parts[i][0](self.bias, 0).reshape(g, mg, 1)
+            _ratio_or_zero(r, totals[:, i], parts[i][1])
+        kh = (self.kernel[0] - 1) * self.dilation[0] + 1
+        kw = (self.kernel[1] - 1) * self.dilation[1] + 1
+        if self.dilation != (1, 1):
+            kernel = dilate_kernel(kernel.reshape(g * p * mg, q * cg, *self.kernel), self.dilation)
+            kernel = kernel.reshape(g, p * mg, -1)
+        result = correlate_transposed_gemm(
+            adjoint_signal_gemm(totals.reshape(g, p * mg, n, ho, wo), (kh, kw), self.stride),
+            kernel.transpose(0, 2, 1),
+            (n, g * q * cg, h, w),
+            (kh, kw),
+            (ho, wo),
+            self.stride,
+            self.pad,
+        )
+        if not mixed:
+            result *= x
+            return result
+        result = result.reshape(n, g, 2, cg, h, w)
+        out = result[:, :, 0].reshape(n, c, h, w) * np.maximum(x, 0)
+        out += result[:, :, 1].reshape(n, c, h, w) * np.minimum(x, 0)
+        return out
+
+
+class _WithColumns:
+    """A convolution as a rule sees it, holding the forward pass's columns of its input x for the fused α-β
+    forms (made per call: nothing is shared between threads). Everything else is the layer's."""
+
+    def __init__(self, layer: Convolution, x: np.ndarray, columns: np.ndarray):
+        self._layer, self._x, self._columns = layer, x, columns
+
+    def __getattr__(self, name):
+        return getattr(self._layer, name)
+
+    def alpha_beta_nonnegative(self, x, relevance, alpha, beta):
+        return self._layer.alpha_beta_nonnegative(x, relevance, alpha, beta, self._columns if x is self._x else None)
+
+    def alpha_beta_mixed(self, x, relevance, alpha, beta):
+        return self._layer.alpha_beta_mixed(x, relevance, alpha, beta, self._columns if x is self._x else None)

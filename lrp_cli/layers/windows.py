@@ -310,3 +310,16 @@ def window_sums_adjoint(v: np.ndarray, rows: Windows1D, cols: Windows1D) -> np.n
     lo_h, hi_h = rows.first, np.maximum(rows.last + 1, rows.first)
     lo_w, hi_w = cols.first, np.maximum(cols.last + 1, cols.first)
     return _box(_integral(v), lo_h, hi_h, lo_w, hi_w)
+
+
+def adjoint_signal_gemm(signal: np.ndarray, kernel_hw: tuple[int, int], stride: tuple[int, int]) -> np.ndarray:
+    """:func:`adjoint_signal` from a signal already in the GEMM layout G×R×N×Ho×Wo (R rows per group):
+    → G×R×(Ho·N·Ws) with the zero columns of that layout; for a 1×1 kernel with stride 1 no copy is made."""
+    g, r, n, ho, wo = signal.shape
+    if kernel_hw == (1, 1) and stride == (1, 1):
+        return signal.reshape(g, r, n * ho * wo)
+    _, _, ws = _adjoint_layout(kernel_hw, stride, (ho, wo))
+    out = np.empty((g, r, ho, n, ws), signal.dtype)
+    out[..., wo:] = 0
+    out[..., :wo] = signal.transpose(0, 1, 3, 2, 4)
+    return out.reshape(g, r, ho * n * ws)

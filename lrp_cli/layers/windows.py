@@ -155,6 +155,10 @@ def adjoint_signal(
     return out.reshape(group, p * mg, ho * n * ws)
 
 
+#: bytes of the column buffer of :func:`correlate_transposed_gemm` (blocks of input channels)
+COL2IM_BLOCK_BYTES = 1 << 23
+
+
 def correlate_transposed_gemm(
     signal: np.ndarray,
     kernel_t: np.ndarray,
@@ -186,30 +190,45 @@ def correlate_transposed_gemm(
     th, tw, ws = _adjoint_layout(kernel_hw, stride, out_hw)
     line = n * ws  # one row of positions across the batch
     margin = th * line + tw  # zeros before and after every column row: reads above row 0 and below row Ho−1
-    cols = np.empty((g, k, margin + ho * line + margin), signal.dtype)
-    cols[:, :, :margin] = 0
-    cols[:, :, margin + ho * line :] = 0
-    np.matmul(kernel_t, signal, out=cols[:, :, margin : margin + ho * line])
+    taps = kh * kw
+    cg = c // g
+    # The columns of a block of input channels at a time, in one buffer of about COL2IM_BLOCK_BYTES reused across
+    # the blocks: the whole column matrix would be tens of MB of fresh pages per call (page faults and unmapping
+    # cost more than the reduction itself), and a block stays in cache between its GEMM and its reduction.
+    # Blocks of channels are memory traffic, not a loop over pixels or kernel offsets.
+    row_bytes = (margin + ho * line + margin) * signal.itemsize
+    blocks = -(-cg * taps * row_bytes // COL2IM_BLOCK_BYTES)
+    block = -(-cg // min(cg, blocks))  # channels per block, the blocks about equal
+    cols = np.empty((block * taps, margin + ho * line + margin), signal.dtype)
+    cols[:, :margin] = 0
+    cols[:, margin + ho * line :] = 0
     # only rows/columns that some window reads get a value; the rest (and phases without taps) stay zero
     used_h, used_w = min(hp, (ho - 1) * sh + kh), min(wp, (wo - 1) * sw + kw)
     complete = used_h == hp and used_w == wp and sh <= kh and sw <= kw
     out = (np.empty if complete else np.zeros)((n, c, hp, wp), signal.dtype)
     item = cols.itemsize
-    row = cols.strides[1]  # one (c, i, j) row of the columns
-    for a in range(min(sh, kh)):
-        taps_h, rows = len(range(a, kh, sh)), len(range(a, used_h, sh))
-        for b in range(min(sw, kw)):
-            taps_w, cols_ = len(range(b, kw, sw)), len(range(b, used_w, sw))
-            # view[n, c, r, q, u, v] = T[c, a + sh·u, b + sw·v, n, r − u, q − v]
-            first = cols[0, a * kw + b, margin:]  # T[0, a, b, 0, 0, 0]; later groups follow as further rows
-            view = as_strided(
-                first,
-                shape=(n, c, rows, cols_, taps_h, taps_w),
-                strides=(ws * item, kh * kw * row, line * item, item, sh * kw * row - line * item, sw * row - item),
-                writeable=False,
-            )
-            # one tap axis at a time: numpy reduces a single strided axis several times faster than two at once
-            np.sum(np.sum(view, axis=5), axis=4, out=out[:, :, a::sh, b::sw][:, :, :rows, :cols_])
+    row = cols.strides[0]  # one (c, i, j) row of the columns
+    for group in range(g):
+        for lo in range(0, cg, block):
+            hi = min(cg, lo + block)
+            np.matmul(kernel_t[group, lo * taps : hi * taps], signal[group],
+                      out=cols[: (hi - lo) * taps, margin : margin + ho * line])
+            for a in range(min(sh, kh)):
+                taps_h, rows = len(range(a, kh, sh)), len(range(a, used_h, sh))
+                for b in range(min(sw, kw)):
+                    taps_w, cols_ = len(range(b, kw, sw)), len(range(b, used_w, sw))
+                    # view[n, c, r, q, u, v] = T[c, a + sh·u, b + sw·v, n, r − u, q − v]
+                    first = cols[a * kw + b, margin:]  # T[lo, a, b, 0, 0, 0]; later channels follow as rows
+                    view = as_strided(
+                        first,
+                        shape=(n, hi - lo, rows, cols_, taps_h, taps_w),
+                        strides=(ws * item, taps * row, line * item, item, sh * kw * row - line * item,
+                                 sw * row - item),
+                        writeable=False,
+                    )
+                    # one tap axis at a time: numpy reduces one strided axis several times faster than two
+                    target = out[:, group * cg + lo : group * cg + hi, a::sh, b::sw][:, :, :rows, :cols_]
+                    np.sum(np.sum(view, axis=5), axis=4, out=target)
     return out[:, :, pad[0] : pad[0] + h, pad[1] : pad[1] + w]
 
 

@@ -21,6 +21,9 @@ class Pooling(Layer):
 
     type = "Pooling"
 
+    #: bytes of window values per block of planes in the MAX forward pass
+    BLOCK_BYTES = 1 << 21
+
     def __init__(self, name, param, blobs):
         super().__init__(name, param, blobs)
         p = param.pooling_param
@@ -69,18 +72,29 @@ class Pooling(Layer):
         xp = pad_spatial(
             x, ph, max(0, (ho - 1) * sh + kh - ph - h), pw, max(0, (wo - 1) * sw + kw - pw - w), value=-np.inf
         )
-        # the window values tap-major (kh·kw)×N×C×Ho×Wo: long contiguous rows to copy and to reduce over
-        view = window_view(xp, (kh, kw), (sh, sw), (1, 1), (ho, wo)).transpose(2, 3, 0, 1, 4, 5)
-        patches = np.empty((kh, kw, n, c, ho, wo), x.dtype)
-        patches[...] = view
-        patches = patches.reshape(kh * kw, n, c, ho, wo)
-        y = patches.max(axis=0)
-        # first maximum in row-major order of the window: the largest of (kh·kw − tap) over the taps equal to y
+        # the window values tap-major (kh·kw)×planes×Ho×Wo: long contiguous rows to copy and to reduce over; in
+        # blocks of planes (images × channels) through one reused buffer of about BLOCK_BYTES, which stays in cache
+        # for the reductions below (memory traffic, not a loop over pixels or kernel offsets)
+        planes = xp.reshape(1, n * c, *xp.shape[2:])
         taps = np.arange(kh * kw)
         rank_type = np.uint8 if kh * kw < 256 else np.int64
-        ranks = (kh * kw - taps).astype(rank_type).reshape(-1, 1, 1, 1, 1)
-        first = (patches == y).view(np.uint8) * ranks
-        offset = kh * kw - first.max(axis=0).astype(np.int64)
+        ranks = (kh * kw - taps).astype(rank_type).reshape(-1, 1, 1, 1)
+        block = max(1, min(n * c, self.BLOCK_BYTES // (kh * kw * ho * wo * x.itemsize)))
+        patches = np.empty((kh, kw, block, ho, wo), x.dtype)
+        y = np.empty((n * c, ho, wo), x.dtype)
+        offset = np.empty((n * c, ho, wo), np.int64)
+        for lo in range(0, n * c, block):
+            hi = min(n * c, lo + block)
+            view = window_view(planes[:, lo:hi], (kh, kw), (sh, sw), (1, 1), (ho, wo))[0].transpose(1, 2, 0, 3, 4)
+            part = patches[:, :, : hi - lo]
+            part[...] = view
+            part = part.reshape(kh * kw, hi - lo, ho, wo)
+            np.max(part, axis=0, out=y[lo:hi])
+            # first maximum in row-major order of the window: the largest of (kh·kw − tap) over the taps equal to y
+            first = (part == y[lo:hi]).view(np.uint8) * ranks
+            offset[lo:hi] = kh * kw - first.max(axis=0).astype(np.int64)
+        y = y.reshape(n, c, ho, wo)
+        offset = offset.reshape(n, c, ho, wo)
         # per-plane index of the winner: window origin + the tap's offset within the window
         origin = (np.arange(ho)[:, None] * sh - ph) * w + (np.arange(wo)[None, :] * sw - pw)
         return [y], {"argmax": origin + (taps // kw * w + taps % kw)[offset], "windows": (rows, cols)}

@@ -33,6 +33,9 @@ class Convolution(LinearLayer):
 
     type = "Convolution"
 
+    #: bytes of stacked (x⁺, x⁻) columns per block of positions in the mixed-sign α-β rule
+    BLOCK_BYTES = 1 << 22
+
     def __init__(self, name, param, blobs):
         super().__init__(name, param, blobs)
         p = param.convolution_param
@@ -198,13 +201,23 @@ class Convolution(LinearLayer):
         if columns is None:
             self.check_input(x.shape)
             columns, _ = im2col(x, self.kernel, self.stride, self.pad, self.dilation, g)
-        if mixed:  # the columns of the stacked input (x⁺, x⁻): per group the x⁺ rows, then the x⁻ rows
-            k = columns.shape[1]
-            stacked = np.empty((g, 2, k, columns.shape[2]), columns.dtype)
-            np.maximum(columns, 0, out=stacked[:, 0])
-            np.minimum(columns, 0, out=stacked[:, 1])
-            columns = stacked.reshape(g, 2 * k, -1)
-        totals = np.matmul(kernel, columns).reshape(g, p, mg, -1)
+        if mixed:
+            # the columns of the stacked input (x⁺, x⁻), per group the x⁺ rows then the x⁻ rows, made for a block
+            # of positions at a time in one reused buffer of about BLOCK_BYTES (in cache for its GEMM; blocks of
+            # positions are memory traffic, not a loop over pixels)
+            k, length = columns.shape[1:]
+            step = max(1, min(length, self.BLOCK_BYTES // (2 * k * columns.itemsize)))
+            stacked = np.empty((g, 2, k, step), columns.dtype)
+            totals = np.empty((g, p * mg, length), columns.dtype)
+            for lo in range(0, length, step):
+                hi = min(length, lo + step)
+                part = stacked[..., : hi - lo]
+                np.maximum(columns[..., lo:hi], 0, out=part[:, 0])
+                np.minimum(columns[..., lo:hi], 0, out=part[:, 1])
+                np.matmul(kernel, part.reshape(g, 2 * k, hi - lo), out=totals[..., lo:hi])
+            totals = totals.reshape(g, p, mg, -1)
+        else:
+            totals = np.matmul(kernel, columns).reshape(g, p, mg, -1)
         r = channel_major(relevance, g)
         parts = [(np.maximum, alpha), (np.minimum, -beta)]
         for i in range(p):

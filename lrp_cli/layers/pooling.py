@@ -21,7 +21,7 @@ class Pooling(Layer):
 
     type = "Pooling"
 
-    #: bytes of window values per block of planes in the MAX forward pass
+    #: bytes per block of planes: window values in the MAX forward pass, float64 sums in its relevance
     BLOCK_BYTES = 1 << 21
 
     def __init__(self, name, param, blobs):
@@ -100,11 +100,21 @@ class Pooling(Layer):
         return [y], {"argmax": origin + (taps // kw * w + taps % kw)[offset], "windows": (rows, cols)}
 
     def _to_argmax(self, saved, r):
+        """R_i = Σ of R_j over the windows j whose winner is i: float64 sums (bincount), in blocks of planes of
+        about BLOCK_BYTES so that the sums stay in cache (each plane's bins, and their order, as for one call)."""
         x = saved.bottoms[0]
         n, c, h, w = x.shape
-        planes = np.arange(n * c, dtype=np.int64).reshape(n, c, 1, 1) * (h * w)
-        flat = np.bincount((saved.extra["argmax"] + planes).ravel(), weights=r.ravel(), minlength=n * c * h * w)
-        return flat.astype(x.dtype).reshape(x.shape)
+        argmax = saved.extra["argmax"].reshape(n * c, -1)
+        weights = r.reshape(n * c, -1)
+        out = np.empty((n * c, h * w), x.dtype)
+        block = max(1, min(n * c, self.BLOCK_BYTES // (8 * h * w)))
+        planes = np.arange(block, dtype=np.int64)[:, None] * (h * w)
+        for lo in range(0, n * c, block):
+            hi = min(n * c, lo + block)
+            index = (argmax[lo:hi] + planes[: hi - lo]).ravel()
+            sums = np.bincount(index, weights=weights[lo:hi].ravel(), minlength=(hi - lo) * h * w)
+            out[lo:hi] = sums.reshape(hi - lo, h * w)
+        return out.reshape(x.shape)
 
     def _relevance_lrp(self, saved, top_relevance):
         r = top_relevance[0]

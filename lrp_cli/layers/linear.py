@@ -93,6 +93,5 @@ class LinearLayer(Layer):
             mode = Transposed()
         if not isinstance(mode, LinearRule):
             return super().relevance(mode, saved, top_relevance)
-        op = saved.extra.get("folded", self)
-        z = saved.extra.get("folded_output", saved.tops[0])
-        return [mode.relevance(op, saved.bottoms[0], z, top_relevance[0])]
+        op = saved.extra.get("folded", self)  # the net passes the folded layer and its output (see Net.propagate)
+        return [mode.relevance(op, saved.bottoms[0], saved.tops[0], top_relevance[0])]

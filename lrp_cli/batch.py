@@ -14,7 +14,6 @@ moves the last bits).
 from __future__ import annotations
 
 import collections
-import contextlib
 import itertools
 import os
 import queue
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 
 from .config import Config
 from .errors import LrpError
+from .explain import limit_blas
 from .filelist import FileListEntry, FileListLineError
 from .run import Demo, OutputOptions, Result
 
@@ -75,7 +75,6 @@ class Plan:
 # -- one process's work --------------------------------------------------------------------------------------------
 _DEMOS: dict[tuple, Demo] = {}
 _DEMO_LOCK = threading.Lock()
-_CONTROLLER = None
 
 
 def _demo(config: Config, options: OutputOptions) -> Demo:
@@ -88,18 +87,6 @@ def _demo(config: Config, options: OutputOptions) -> Demo:
         return _DEMOS[key]
 
 
-def _blas_limit(threads: int | None):
-    """A context that runs BLAS on ``threads`` threads (nothing when None)."""
-    global _CONTROLLER
-    if not threads:
-        return contextlib.nullcontext()
-    if _CONTROLLER is None:
-        from threadpoolctl import ThreadpoolController
-
-        _CONTROLLER = ThreadpoolController()
-    return _CONTROLLER.limit(limits=threads, user_api="blas")
-
-
 def _failed(entries: list[FileListEntry], message: str) -> list[Result]:
     return [Result(entry, error=message) for entry in entries]
 
@@ -107,7 +94,7 @@ def _failed(entries: list[FileListEntry], message: str) -> list[Result]:
 def _run_batch(demo: Demo, batch: list[FileListEntry], blas_threads: int | None, threads: int = 1) -> list[Result]:
     """``demo.run(batch)``; an unexpected exception fails the batch's entries instead of the whole run."""
     try:
-        with _blas_limit(blas_threads):
+        with limit_blas(blas_threads):
             return demo.run(batch, threads)
     except Exception as exc:  # noqa: BLE001 - reported per entry, the run goes on
         return _failed(batch, f"unexpected {type(exc).__name__}: {exc}")

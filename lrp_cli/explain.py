@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -44,15 +45,18 @@ _BLAS_LOCK = threading.Lock()
 _BLAS_CONTROLLER = None
 
 
-def single_threaded_blas():
-    """A context in which BLAS runs on one thread (threadpoolctl; the controller is built once)."""
+def limit_blas(threads: int | None):
+    """A context in which BLAS runs on ``threads`` threads (nothing when None); threadpoolctl's controller is
+    built once per process."""
     global _BLAS_CONTROLLER
+    if not threads:
+        return contextlib.nullcontext()
     with _BLAS_LOCK:
         if _BLAS_CONTROLLER is None:
             from threadpoolctl import ThreadpoolController
 
             _BLAS_CONTROLLER = ThreadpoolController()
-    return _BLAS_CONTROLLER.limit(limits=1, user_api="blas")
+    return _BLAS_CONTROLLER.limit(limits=threads, user_api="blas")
 
 
 class Explainer:
@@ -111,7 +115,7 @@ class Explainer:
             bounds = None if input_bounds is None else (input_bounds[0][s], input_bounds[1][s])
             return self._explain(images[s], list(targets[s]), bounds, None)
 
-        with single_threaded_blas(), ThreadPoolExecutor(count) as pool:
+        with limit_blas(1), ThreadPoolExecutor(count) as pool:
             parts = list(pool.map(part, slices))
         return Explanation(
             np.concatenate([p.scores for p in parts]),

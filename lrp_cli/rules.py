@@ -39,24 +39,13 @@ def _negative(a: np.ndarray) -> np.ndarray:
 # The optional fused op methods (see lrp_cli.layers.linear.LinearLayer), with fallbacks for ops without them.
 
 
-def _weight_parts(op) -> tuple[np.ndarray, np.ndarray]:
-    parts = getattr(op, "weight_parts", None)
-    return parts() if parts is not None else (_positive(op.weight), _negative(op.weight))
-
-
 def _blocks(op, xs: list[np.ndarray], weights: list[list[np.ndarray]]) -> list[np.ndarray]:
     """out_p = Σ_q W_pq·x_q (no bias)."""
-    fused = getattr(op, "linear_blocks", None)
-    if fused is not None:
-        return fused(xs, weights)
     return [sum(op.linear(x, w) for x, w in zip(xs, row, strict=True)) for row in weights]
 
 
 def _transposed_blocks(op, signals: list[np.ndarray], weights: list[list[np.ndarray]], shape) -> list[np.ndarray]:
     """r_q = Σ_p W_pqᵀ·s_p."""
-    fused = getattr(op, "linear_transposed_blocks", None)
-    if fused is not None:
-        return fused(signals, weights, shape)
     return [
         sum(op.linear_transposed(s, row[q], shape) for s, row in zip(signals, weights, strict=True))
         for q in range(len(weights[0]))
@@ -129,7 +118,7 @@ class AlphaBeta(LinearRule):
         fused_mixed = getattr(op, "alpha_beta_mixed", None)
         if fused_mixed is not None and mixed:
             return fused_mixed(x, relevance, alpha, beta)
-        w_pos, w_neg = _weight_parts(op)
+        w_pos, w_neg = op.weight_parts()
         if mixed:
             xs = [_positive(x), _negative(x)]
             weights = [[w_pos, w_neg], [w_neg, w_pos]]

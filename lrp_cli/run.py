@@ -152,14 +152,17 @@ class Demo:
         return self.net.start_values(forward, self.explainer.start).shape[1]
 
     # -- per entry -------------------------------------------------------------------------------------------------
-    def output_files(self, entry: FileListEntry) -> list[str]:
-        """Every file this entry produces, in writing order."""
-        paths = output_paths(
+    def _paths(self, entry: FileListEntry) -> OutputPaths:
+        return output_paths(
             entry.fullpath,
             self.config.standalone_outpath,
             self.config.standalone_rootpath,
             original_names=self.options.original_names,
         )
+
+    def output_files(self, entry: FileListEntry) -> list[str]:
+        """Every file this entry produces, in writing order (what --skip-existing checks and _write writes)."""
+        paths = self._paths(entry)
         if self.options.minimal:
             files = [paths.topten, paths.rawhm]
         else:
@@ -172,12 +175,7 @@ class Demo:
 
     def prepare(self, entry: FileListEntry) -> Prepared:
         """Check the entry and preprocess its image (or load its .npy blob); raises LrpError."""
-        paths = output_paths(
-            entry.fullpath,
-            self.config.standalone_outpath,
-            self.config.standalone_rootpath,
-            original_names=self.options.original_names,
-        )
+        paths = self._paths(entry)
         if entry.target >= self.class_count:
             raise LrpError(
                 f"{entry.source} line {entry.line}: class {entry.target} for {entry.path} is out of range "
@@ -248,27 +246,27 @@ class Demo:
         ranked = [(int(c), scores[c]) for c in ranking[:10]]
         result.top = [(int(c), self.synsets[c], float(scores[c])) for c in ranking[:5]]
         result.classes = explanation.classes[n]
-        for path in self.output_files(item.entry):  # refuse before writing anything: no half set of outputs
+        files = self.output_files(item.entry)
+        for path in files:  # refuse before writing anything: no half set of outputs
             if os.path.isdir(path):
                 raise OutputError(f"{path}: cannot write: a directory of that name is in the way")
+
+        def heatmap():
+            colored = colorize(rawhm, self.colormap)
+            return overlay(colored, item.as_inputted) if options.overlay and item.as_inputted is not None else colored
+
+        writers = {
+            paths.heatmap: lambda path: write_png(path, heatmap()),
+            paths.topten: lambda path: write_topten(path, ranked),
+            paths.rawhm: lambda path: write_rawhm(path, rawhm),
+            paths.as_inputted: lambda path: write_png(path, item.as_inputted),
+            paths.npy: lambda path: write_npy(path, rawhm.astype(np.float32)),
+        }
         written = []
         try:
-            if not options.minimal:
-                heatmap = colorize(rawhm, self.colormap)
-                if options.overlay and item.as_inputted is not None:
-                    heatmap = overlay(heatmap, item.as_inputted)
-                write_png(paths.heatmap, heatmap)
-                written.append(paths.heatmap)
-            write_topten(paths.topten, ranked)
-            written.append(paths.topten)
-            write_rawhm(paths.rawhm, rawhm)
-            written.append(paths.rawhm)
-            if not options.minimal and item.as_inputted is not None:
-                write_png(paths.as_inputted, item.as_inputted)
-                written.append(paths.as_inputted)
-            if options.npy:
-                write_npy(paths.npy, rawhm.astype(np.float32))
-                written.append(paths.npy)
+            for path in files:
+                writers[path](path)
+                written.append(path)
         except LrpError:
             for path in written:  # an entry that failed leaves none of its outputs behind
                 with contextlib.suppress(OSError):

@@ -93,13 +93,13 @@ def test_threads_do_not_change_the_result(tmp_path, formula):
     """Slices of a batch explained in threads (BLAS on one thread each) give the same results. (Byte-identical
     for nets of CaffeNet's size — see test_batch.py; for layers this small OpenBLAS switches to its small-matrix
     kernel depending on the GEMM's size, which moves the last bits.)"""
-    from lrp_cli.explain import single_threaded_blas
+    from lrp_cli.explain import limit_blas
 
     net = build(resnet_block(), tmp_path)
     explainer = Explainer(net, formula, 1.0, 1.0, 0, -2, 0, 5)
     images = np.random.default_rng(4).standard_normal((5, 3, 12, 12)).astype(np.float32)
     targets = [-1, -2, 0, 3, -1]
-    with single_threaded_blas():
+    with limit_blas(1):
         whole = explainer.explain(images, targets)
     threaded = explainer.explain(images, targets, threads=2)
     np.testing.assert_allclose(threaded.rawhm, whole.rawhm, rtol=0, atol=1e-6 * np.abs(whole.rawhm).max())

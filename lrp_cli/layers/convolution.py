@@ -10,12 +10,10 @@ from ..errors import ModelError
 from .base import check_shape, pair, require_blobs
 from .linear import LinearLayer
 from .windows import (
-    adjoint_signal,
     adjoint_signal_gemm,
     batch_first,
     channel_major,
     correlate,
-    correlate_gemm,
     correlate_transposed,
     correlate_transposed_gemm,
     dilate_kernel,
@@ -100,53 +98,6 @@ class Convolution(LinearLayer):
                 cache.pop(next(iter(cache)))
             cache[key] = (flat, block)
         return block
-
-    def _stack_inputs(self, xs: list[np.ndarray]) -> np.ndarray:
-        """Q inputs N×C×H×W → N×(G·Q·Cg)×H×W, each group's channels followed by the next part's."""
-        if len(xs) == 1:
-            return xs[0]
-        n, c, h, w = xs[0].shape
-        g = self.group
-        stacked = np.empty((n, g, len(xs), c // g, h, w), np.float32)
-        for j, x in enumerate(xs):
-            stacked[:, :, j] = x.reshape(n, g, c // g, h, w)
-        return stacked.reshape(n, g * len(xs) * (c // g), h, w)
-
-    def linear_blocks(self, xs, weights):
-        self.check_input(xs[0].shape)
-        n = xs[0].shape[0]
-        g, p = self.group, len(weights)
-        m = self.weight.shape[0]
-        out, (ho, wo) = correlate_gemm(
-            self._stack_inputs(xs), self._block_kernel(weights), self.kernel, self.stride, self.pad, self.dilation
-        )
-        out = out.reshape(g, p, m // g, n, ho * wo)
-        return [np.ascontiguousarray(out[:, i].transpose(2, 0, 1, 3)).reshape(n, m, ho, wo) for i in range(p)]
-
-    def linear_transposed_blocks(self, signals, weights, input_shape):
-        n, c, h, w = input_shape
-        g, p, q = self.group, len(weights), len(weights[0])
-        m, cg = self.weight.shape[:2]
-        ho, wo = signals[0].shape[2:]
-        kernel = self._block_kernel(weights)
-        if self.dilation != (1, 1):
-            kernel = dilate_kernel(kernel.reshape(g * p * (m // g), q * cg, *self.kernel), self.dilation)
-            kernel = kernel.reshape(g, p * (m // g), -1)
-        kh = (self.kernel[0] - 1) * self.dilation[0] + 1
-        kw = (self.kernel[1] - 1) * self.dilation[1] + 1
-        result = correlate_transposed_gemm(
-            adjoint_signal(signals, g, (kh, kw), self.stride),
-            kernel.transpose(0, 2, 1),
-            (n, g * q * cg, h, w),
-            (kh, kw),
-            (ho, wo),
-            self.stride,
-            self.pad,
-        )
-        if q == 1:
-            return [result]
-        result = result.reshape(n, g, q, cg, h, w)
-        return [np.ascontiguousarray(result[:, :, j]).reshape(n, c, h, w) for j in range(q)]
 
     # -- forward that keeps its columns, and the fused α-β rule that reuses them ------------------------------------
     def forward(self, bottoms):

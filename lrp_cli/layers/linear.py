@@ -13,9 +13,8 @@ class LinearLayer(Layer):
     """A layer z = W·x + b. Subclasses provide ``linear`` (W·x for any W of the weight's shape) and its adjoint.
 
     The rules of :mod:`lrp_cli.rules` see only this interface: ``weight``, ``bias``, ``linear``,
-    ``linear_transposed``, ``bias_view`` and ``flat_divisor``; optionally also ``weight_parts``,
-    ``linear_blocks`` and ``linear_transposed_blocks`` (fused forms; the versions here fall back to the basic
-    methods, subclasses may compute a whole block in one GEMM).
+    ``linear_transposed``, ``bias_view``, ``flat_divisor`` and ``weight_parts``; a layer may also offer fused
+    α-β forms (``alpha_beta_nonnegative``, ``alpha_beta_mixed``) that the α-β rule uses when present.
     """
 
     weight: np.ndarray
@@ -52,28 +51,6 @@ class LinearLayer(Layer):
             cached = (self.weight, np.maximum(self.weight, 0), np.minimum(self.weight, 0))
             self._cache_parts = cached
         return cached[1], cached[2]
-
-    def linear_blocks(self, xs: list[np.ndarray], weights: list[list[np.ndarray]]) -> list[np.ndarray]:
-        """out_p = Σ_q W_pq·x_q for a P×Q block of weights and Q inputs of one shape: P outputs (no bias)."""
-        outs = []
-        for row in weights:
-            total = self.linear(xs[0], row[0])
-            for x, w in zip(xs[1:], row[1:], strict=True):
-                total += self.linear(x, w)
-            outs.append(total)
-        return outs
-
-    def linear_transposed_blocks(
-        self, signals: list[np.ndarray], weights: list[list[np.ndarray]], input_shape: tuple[int, ...]
-    ) -> list[np.ndarray]:
-        """The adjoint of :meth:`linear_blocks`: r_q = Σ_p W_pqᵀ·s_p, Q results of ``input_shape``."""
-        results = []
-        for q in range(len(weights[0])):
-            total = self.linear_transposed(signals[0], weights[0][q], input_shape)
-            for s, row in zip(signals[1:], weights[1:], strict=True):
-                total += self.linear_transposed(s, row[q], input_shape)
-            results.append(total)
-        return results
 
     def forward(self, bottoms: list[np.ndarray]) -> tuple[list[np.ndarray], dict[str, Any]]:
         z = self.linear(bottoms[0], self.weight)

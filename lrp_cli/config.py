@@ -112,11 +112,6 @@ class Config:
     raw: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
     lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
 
-    @property
-    def alpha(self) -> float:
-        """α of the α-β rule: 1 + β, as the original computes it."""
-        return 1.0 + self.alphabeta_beta
-
     def where(self, key: str) -> str:
         """``"<file> line N (key)"`` for messages about a key's value found later (e.g. by the net)."""
         line = self.lines.get(key)

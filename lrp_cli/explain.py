@@ -9,9 +9,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .canonize import fold_batch_norm
+from .composite import RelevanceSettings, assign_rules, bind_input_bounds, describe_rules
 from .errors import RelevanceError
 from .net import Net
-from .rules import RuleSettings, formula
+from .rules import ZBox
 
 TOP5 = -2
 
@@ -60,36 +62,29 @@ def limit_blas(threads: int | None):
 
 
 class Explainer:
-    """Holds a net and the relevance settings of a config; validates them before any image is processed."""
+    """A net with the relevance settings of a config: the canonized net and its rules, computed and checked once,
+    before any image (``settings``: :class:`~lrp_cli.composite.RelevanceSettings`; ``numclasses``: how many of the
+    first output's values are class scores)."""
 
-    def __init__(
-        self,
-        net: Net,
-        formula_type: int,
-        epsilon: float,
-        beta: float,
-        aux: int,
-        last_layer_index: int,
-        first_layer_index: int,
-        numclasses: int,
-        lrn_relevance: str = "original",
-    ):
+    def __init__(self, net: Net, settings: RelevanceSettings, numclasses: int):
         self.net = net
-        self.formula = formula(formula_type)
-        self.start = net.resolve_start(last_layer_index)
-        self.first = first_layer_index
+        self.settings = settings
+        self.formula = settings.check()
+        self.start = net.resolve_start(settings.last_layer_index)
+        self.first = settings.first_layer_index
         net.check_range(self.start, self.first)
         self.numclasses = numclasses
-        self.lrn_relevance = lrn_relevance
-        self.settings = RuleSettings(self.formula, epsilon, beta, aux, first_layer_index, net.fc6_index)
-        self.settings.validate()
-        net.check_rules(self.start, self.first, self.settings, lrn_relevance)
+        self.graph = fold_batch_norm(net, self.first, self.start)
+        self.rules = assign_rules(self.graph, settings, self.start, self.first)
 
     @property
     def needs_input_bounds(self) -> bool:
-        """True when the layer at firstlayerindex gets the z^B rule (formulas 6, 8, 18 on a convolution)."""
-        node = self.net.nodes[self.first]
-        return node.type in ("Convolution", "InnerProduct") and self.settings.rule_name(node.type, node.index) == "zbox"
+        """True when some layer gets the z^B rule (formulas 6, 8, 18 on the first layer)."""
+        return any(isinstance(rule, ZBox) for rule in self.rules)
+
+    def describe_rules(self) -> str:
+        """The rule of every layer from the start layer down (what ``lrp-demo --show-rules`` prints)."""
+        return describe_rules(self.graph, self.rules, self.settings, self.start, self.first)
 
     def explain(
         self,
@@ -125,25 +120,20 @@ class Explainer:
         )
 
     def _explain(self, images, targets, input_bounds, on_layer) -> Explanation:
-        forward = self.net.forward(images)
-        output = forward.outputs[self.net.output_names[0]]
+        forward = self.graph.forward(images)
+        output = forward.outputs[self.graph.output_names[0]]
         values = output.reshape(output.shape[0], -1)
         if self.numclasses > values.shape[1]:
             raise RelevanceError(
                 f"numclasses {self.numclasses} exceeds the {values.shape[1]} outputs of blob "
-                f"'{self.net.output_names[0]}'"
+                f"'{self.graph.output_names[0]}'", key="numclasses"
             )
         scores = values[:, : self.numclasses]
         ranking = np.argsort(-scores, axis=1, kind="stable")
         classes = [choose_classes(ranking[n], int(t)) for n, t in enumerate(targets)]
-        seed = self.net.initial_relevance(forward, self.start, classes)
-        settings = self.settings
-        if input_bounds is not None:
-            settings = RuleSettings(
-                settings.formula, settings.epsilon, settings.beta, settings.aux, settings.first_index,
-                settings.fc6_index, input_bounds,
-            )
-        relevance = self.net.propagate(forward, self.start, self.first, seed, settings, self.lrn_relevance, on_layer)
+        seed = self.graph.initial_relevance(forward, self.start, classes)
+        rules = self.rules if input_bounds is None else bind_input_bounds(self.rules, *input_bounds)
+        relevance = self.graph.propagate(forward, rules, self.start, self.first, seed, on_layer)
         if relevance.ndim == 2:
             relevance = relevance[:, :, None, None]
         rawhm = relevance[:, ::-1]

@@ -13,12 +13,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .caffe import caffe_pb2
 from .errors import ModelError, RelevanceError
 from .layers import Layer, Saved, build_layer
-from .layers.affine import ChannelAffine
-from .layers.linear import LinearLayer
-from .layers.split import Split
-from .rules import Epsilon, RuleSettings, Transposed
+from .rules import Rule
 
 
 @dataclass
@@ -54,13 +52,6 @@ def _split_blob_name(layer: str, blob: str, top_index: int, split_index: int) ->
     return f"{blob}_{layer}_{top_index}_split_{split_index}"
 
 
-class _SplitParam:
-    """The little a Split layer needs of a LayerParameter."""
-
-    def __init__(self, tops):
-        self.top = list(tops)
-
-
 class Net:
     """A Caffe net on numpy: ``forward`` (N×C×H×W float32) and ``relevance`` from a start layer downwards."""
 
@@ -74,7 +65,13 @@ class Net:
         consumed = {b for node in self.nodes for b in node.bottoms}
         produced = {t for node in self.nodes for t in node.tops}
         self.output_names = sorted(produced - consumed)  # Caffe keeps them in a std::set: sorted by name
-        self.folds = self._find_folds()
+
+    def with_nodes(self, nodes: list[Node]) -> Net:
+        """A copy of this net with other nodes (a canonizer's result, :mod:`lrp_cli.canonize`)."""
+        twin = object.__new__(Net)
+        twin.__dict__.update(self.__dict__)
+        twin.nodes = list(nodes)
+        return twin
 
     # -- graph ----------------------------------------------------------------------------------------------------
     def _build(self, netdef) -> list[Node]:
@@ -110,7 +107,8 @@ class Net:
             if count > 1:
                 tops = [_split_blob_name(layer_name(i), blob, j, k) for k in range(count)]
                 name = _split_layer_name(layer_name(i), blob, j)
-                add(name, "Split", [blob], tops, Split(name, _SplitParam(tops), ()))
+                param = caffe_pb2.LayerParameter(name=name, type="Split", bottom=[blob], top=tops)
+                add(name, "Split", [blob], tops, build_layer(name, "Split", param, ()))
 
         if (-1, 0) in uses:
             add_split(-1, 0, self.input_name)
@@ -126,45 +124,6 @@ class Net:
             for j, blob in enumerate(layer.tops):
                 add_split(i, j, blob)
         return nodes
-
-    def _find_folds(self) -> dict[int, tuple[LinearLayer, int]]:
-        """Convolution/InnerProduct → BatchNorm → Scale chains, for relevance: node index → (folded layer, index
-        of the last folded node). A chain continues only while its blob has exactly one consumer."""
-        consumers: dict[int, list[int]] = {}
-        producer: dict[str, int] = {}
-        for node in self.nodes:
-            for blob in node.bottoms:
-                if blob in producer:
-                    consumers.setdefault(producer[blob], []).append(node.index)
-            for blob in node.tops:
-                producer[blob] = node.index
-        folds = {}
-        for node in self.nodes:
-            if node.type not in ("Convolution", "InnerProduct"):
-                continue
-            weight = node.layer.weight
-            bias = node.layer.bias if node.layer.bias is not None else np.zeros(weight.shape[0], np.float32)
-            last = node.index
-            while len(consumers.get(last, [])) == 1:
-                nxt = self.nodes[consumers[last][0]]
-                if not isinstance(nxt.layer, ChannelAffine) or len(nxt.bottoms) != 1:
-                    break
-                a, c = nxt.layer.weight, nxt.layer.bias
-                weight = weight * a.reshape((-1,) + (1,) * (weight.ndim - 1))
-                bias = bias * a + (c if c is not None else 0)
-                last = nxt.index
-            if last != node.index:
-                folds[node.index] = (node.layer.with_parameters(weight.astype(np.float32), bias.astype(np.float32)),
-                                     last)
-        return folds
-
-    @property
-    def folded_nodes(self) -> set[int]:
-        """Indices of the BatchNorm/Scale nodes that are folded into a preceding linear layer."""
-        folded = set()
-        for index, (_, last) in self.folds.items():
-            folded.update(range(index + 1, last + 1))
-        return folded
 
     def layer_table(self) -> list[tuple[int, str, str]]:
         """(Caffe layer index, name, type) for every node."""
@@ -200,35 +159,27 @@ class Net:
         if last_layer_index == -1:
             softmax = [n.index for n in self.nodes if n.type == "Softmax"]
             if not softmax:
-                raise RelevanceError("lastlayerindex -1 needs a Softmax layer, and this net has none")
+                raise RelevanceError("lastlayerindex -1 needs a Softmax layer, and this net has none",
+                                     key="lastlayerindex")
             return min(softmax) - 1
         if last_layer_index == -2:
             inner = [n.index for n in self.nodes if n.type == "InnerProduct"]
             if not inner:
-                raise RelevanceError("lastlayerindex -2 needs an InnerProduct layer, and this net has none")
+                raise RelevanceError("lastlayerindex -2 needs an InnerProduct layer, and this net has none",
+                                     key="lastlayerindex")
             return max(inner)
         if last_layer_index < 0:
-            raise RelevanceError(f"bad lastlayerindex {last_layer_index} (use -1, -2 or a layer index)")
+            raise RelevanceError(f"bad lastlayerindex {last_layer_index} (use -1, -2 or a layer index)",
+                                 key="lastlayerindex")
         if last_layer_index >= len(self.nodes):
-            raise RelevanceError(f"lastlayerindex {last_layer_index} is beyond the last layer ({len(self.nodes) - 1})")
+            raise RelevanceError(f"lastlayerindex {last_layer_index} is beyond the last layer ({len(self.nodes) - 1})",
+                                 key="lastlayerindex")
         return last_layer_index
 
     def check_range(self, start: int, first: int) -> None:
         if not 0 <= first < start:
-            raise RelevanceError(f"firstlayerindex {first} must be ≥ 0 and below the start layer index {start}")
-
-    def check_rules(self, start: int, first: int, settings: RuleSettings, lrn_relevance: str) -> None:
-        """Every node from ``start`` down to ``first`` has a rule under these settings (before any image)."""
-        for node in self.nodes[first : start + 1]:
-            if node.type in ("Convolution", "InnerProduct"):
-                continue  # the table gives every linear layer a rule (z^B bounds are checked per batch)
-            mode = self.mode(node, settings, lrn_relevance)
-            if not node.layer.supports(mode):
-                name = getattr(mode, "__class__", type(mode)).__name__ if not isinstance(mode, str) else mode
-                raise RelevanceError(
-                    f"layer '{node.name}' ({node.type}, index {node.index}) has no relevance rule for formula "
-                    f"'{settings.formula.description}' (mode {name})"
-                )
+            raise RelevanceError(f"firstlayerindex {first} must be ≥ 0 and below the start layer index {start}",
+                                 key="firstlayerindex")
 
     @property
     def fc6_index(self) -> int:
@@ -259,55 +210,33 @@ class Net:
             relevance[top] = seed.reshape(data.shape)
         return relevance
 
-    def mode(self, node: Node, settings: RuleSettings, lrn_relevance: str):
-        """The relevance mode (or linear rule) of one node under the configured formula."""
-        formula = settings.formula
-        if node.type in ("Convolution", "InnerProduct"):
-            return settings.linear_rule(node.type, node.index)
-        if node.index in self.folded_nodes:
-            return "identity"
-        if formula.gradient:
-            return "gradient"
-        if node.type in ("Eltwise", "BatchNorm", "Scale"):
-            return Transposed() if formula.convolution.default == "transposed" else Epsilon(settings.epsilon)
-        if node.type == "ReLU":
-            return formula.relu
-        if node.type == "LRN":
-            return "lrp" if lrn_relevance == "original" else lrn_relevance
-        return "lrp"
-
     def propagate(
         self,
         forward: Forward,
+        rules: list[Rule | None],
         start: int,
         first: int,
         relevance: dict[str, np.ndarray],
-        settings: RuleSettings,
-        lrn_relevance: str = "original",
         on_layer=None,
     ) -> np.ndarray:
-        """Relevance from the tops of node ``start`` down through node ``first``; returns the relevance at the
-        net input (first == 0) or at the first bottom of node ``first`` (N×…).
+        """Relevance from the tops of node ``start`` down through node ``first``, node k by ``rules[k]``; returns the
+        relevance at the net input (first == 0) or at the first bottom of node ``first`` (N×…).
 
         ``on_layer(node, bottom_relevance)``, if given, sees each node's result (e.g. to log relevance sums).
         """
         self.check_range(start, first)
         relevance = dict(relevance)
-        folded = self.folds
         for index in range(start, first - 1, -1):
             node = self.nodes[index]
-            if node.type == "Input":  # its top is the net input: where relevance ends
+            if rules[index] is None:  # the Input layer: its top is the net input, where relevance ends
                 continue
-            saved = forward.saved[index]
             tops = [relevance.pop(t, None) for t in node.tops]
             if all(r is None for r in tops):
                 continue
+            saved = forward.saved[index]
             tops = [np.zeros_like(t) if r is None else r for r, t in zip(tops, saved.tops, strict=True)]
-            if index in folded:
-                op, last = folded[index]
-                saved = Saved(saved.bottoms, forward.saved[last].tops, {"folded": op})
             with np.errstate(all="ignore"):
-                bottoms = node.layer.relevance(self.mode(node, settings, lrn_relevance), saved, tops)
+                bottoms = node.layer.relevance(rules[index], saved, tops)
             if on_layer is not None:
                 on_layer(node, bottoms)
             for name, r in zip(node.bottoms, bottoms, strict=True):

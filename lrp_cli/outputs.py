@@ -30,10 +30,10 @@ __all__ = [
     "OutputPaths",
     "SUFFIXES",
     "atomic_open",
-    "expected_outputs",
     "format_g",
     "format_rawhm",
     "format_topten",
+    "output_files",
     "output_paths",
     "write_npy",
     "write_png",
@@ -104,26 +104,14 @@ def output_paths(fullpath: str, outpath: str, rootpath: str, *, original_names: 
     return paths
 
 
-def expected_outputs(
-    entry: object,
-    outpath: str,
-    rootpath: str,
-    *,
-    minimal: bool = False,
-    original_names: bool = False,
-    npy: bool = False,
-) -> list[str]:
-    """Every file an entry (a FileListEntry or a full-path string) produces, in the original's writing
-    order (heatmap, top-10, rawhm, as-inputted); ``minimal`` keeps only top-10 and rawhm, ``npy``
-    adds the ``.npy`` raw heatmap."""
-    fullpath = getattr(entry, "fullpath", entry)
-    if not isinstance(fullpath, str):
-        raise TypeError(f"expected a file-list entry or a path string, got {type(entry).__name__}")
-    p = output_paths(fullpath, outpath, rootpath, original_names=original_names)
-    files = [p.topten, p.rawhm] if minimal else [p.heatmap, p.topten, p.rawhm, p.as_inputted]
-    if npy:
-        files.append(p.npy)
-    return files
+def output_files(paths: OutputPaths, *, minimal: bool = False, npy: bool = False, image: bool = True) -> list[str]:
+    """Every file an entry writes, in writing order: heatmap, top-10, rawhm and (for an image, not a ``.npy``
+    blob) the as-inputted crop; ``minimal`` keeps only top-10 and rawhm; ``npy`` adds the ``.npy`` raw heatmap."""
+    if minimal:
+        files = [paths.topten, paths.rawhm]
+    else:
+        files = [paths.heatmap, paths.topten, paths.rawhm] + ([paths.as_inputted] if image else [])
+    return files + ([paths.npy] if npy else [])
 
 
 @contextlib.contextmanager

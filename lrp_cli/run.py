@@ -14,15 +14,24 @@ from pathlib import Path
 import numpy as np
 
 from .caffe import load_model, read_mean
+from .composite import RelevanceSettings
 from .config import Config
 from .errors import ConfigError, ImageError, LrpError, ModelError, RelevanceError
 from .explain import Explainer
 from .filelist import FileListEntry
 from .net import Net
-from .outputs import OutputError, OutputPaths, output_paths, write_npy, write_png, write_rawhm, write_topten
+from .outputs import (
+    OutputError,
+    OutputPaths,
+    output_files,
+    output_paths,
+    write_npy,
+    write_png,
+    write_rawhm,
+    write_topten,
+)
 from .preprocess import preprocess_image
 from .render import colorize, overlay
-from .rules import formula
 
 
 @dataclass(frozen=True)
@@ -68,38 +77,25 @@ def build_net(config: Config) -> Net:
         raise ModelError(text if netdef.source in text else f"{netdef.source}: {text}") from None
 
 
-# Config keys a relevance-settings message can be about (checked in this order); the formula otherwise.
-_RELEVANCE_KEYS = ("auxiliaryvariable_maxlayerindexforflatdistinconv", "alphabeta_beta", "epsstab")
+def relevance_settings(config: Config) -> RelevanceSettings:
+    """The relevance settings of a config."""
+    return RelevanceSettings(
+        formula=config.relpropformulatype,
+        epsilon=config.epsstab,
+        beta=config.alphabeta_beta,
+        aux=config.auxiliaryvariable_maxlayerindexforflatdistinconv,
+        last_layer_index=config.lastlayerindex,
+        first_layer_index=config.firstlayerindex,
+        lrn_relevance=config.lrn_relevance,
+    )
 
 
 def build_explainer(net: Net, config: Config) -> Explainer:
     """The config's Explainer; a setting the net cannot honour is a ConfigError naming the config line."""
-
-    def check(key: str, step):
-        try:
-            return step()
-        except RelevanceError as exc:
-            raise ConfigError(f"{config.where(key)}: {exc}") from None
-
-    check("relpropformulatype", lambda: formula(config.relpropformulatype))
-    start = check("lastlayerindex", lambda: net.resolve_start(config.lastlayerindex))
-    check("firstlayerindex", lambda: net.check_range(start, config.firstlayerindex))
     try:
-        return Explainer(
-            net,
-            config.relpropformulatype,
-            config.epsstab,
-            config.alphabeta_beta,
-            config.auxiliaryvariable_maxlayerindexforflatdistinconv,
-            config.lastlayerindex,
-            config.firstlayerindex,
-            config.numclasses,
-            config.lrn_relevance,
-        )
+        return Explainer(net, relevance_settings(config), config.numclasses)
     except RelevanceError as exc:
-        text = str(exc)
-        key = next((k for k in _RELEVANCE_KEYS if k in text), "relpropformulatype")
-        raise ConfigError(f"{config.where(key)}: {text}") from None
+        raise ConfigError(f"{config.where(exc.key or 'relpropformulatype')}: {exc}") from None
 
 
 def read_synsets(path: Path, count: int) -> list[str]:
@@ -162,16 +158,8 @@ class Demo:
 
     def output_files(self, entry: FileListEntry) -> list[str]:
         """Every file this entry produces, in writing order (what --skip-existing checks and _write writes)."""
-        paths = self._paths(entry)
-        if self.options.minimal:
-            files = [paths.topten, paths.rawhm]
-        else:
-            files = [paths.heatmap, paths.topten, paths.rawhm]
-            if not entry.is_blob:
-                files.append(paths.as_inputted)
-        if self.options.npy:
-            files.append(paths.npy)
-        return files
+        return output_files(self._paths(entry), minimal=self.options.minimal, npy=self.options.npy,
+                            image=not entry.is_blob)
 
     def prepare(self, entry: FileListEntry) -> Prepared:
         """Check the entry and preprocess its image (or load its .npy blob); raises LrpError."""

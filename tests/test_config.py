@@ -73,7 +73,6 @@ def test_reference_configs_match_case_json(case):
     assert (cfg.lrn_relevance, cfg.heatmap_colormap, cfg.mean_alignment, cfg.default_target) == (
         "original", "original", "original", None,
     )  # fmt: skip
-    assert cfg.alpha == 1 + info["beta"]
 
 
 def test_reference_config_resolves_files_next_to_config(tmp_path, monkeypatch):

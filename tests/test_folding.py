@@ -3,16 +3,16 @@ engine's folding equals relevance of the same net whose weights were folded by h
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pytest
-from netbuilder import NetBuilder
-from test_forward_opencv import fc_head, images, resnet_block
+from netbuilder import NetBuilder, fc_head, images, resnet_block
+from netbuilder import explainer as make_explainer
 
 from lrp_cli.caffe import load_model
-from lrp_cli.explain import Explainer
+from lrp_cli.canonize import Absorbed, FoldedChain, fold_batch_norm
+from lrp_cli.composite import assign_rules
 from lrp_cli.net import Net
+from lrp_cli.rules import Folded
 
 
 def hand_folded(block: NetBuilder) -> NetBuilder:
@@ -62,43 +62,56 @@ def relative(a, b) -> float:
     return float(np.abs(a.astype(np.float64) - b).max() / np.abs(b).max())
 
 
+def folds(net: Net) -> dict[str, tuple[FoldedChain, list[str]]]:
+    """Linear layer name → (its merged node's layer, the names of the absorbed BatchNorm/Scale layers)."""
+    canonical = fold_batch_norm(net, 0, len(net.nodes) - 1)
+    merged = {n.name: n.layer for n in canonical.nodes if isinstance(n.layer, FoldedChain)}
+    return {name: (layer, [n.name for n in canonical.nodes if isinstance(n.layer, Absorbed) and n.layer.into == name])
+            for name, layer in merged.items()}
+
+
 def test_folds_found(nets):
     engine, _ = nets
-    names = {engine.nodes[i].name: engine.nodes[last].name for i, (_, last) in engine.folds.items()}
-    assert names == {
-        "conv1": "scale_conv1",
-        "res2a_branch1": "scale2a_branch1",
-        "res2a_branch2a": "scale2a_branch2a",
-        "res2a_branch2b": "scale2a_branch2b",
+    found = folds(engine)
+    assert {name: absorbed for name, (_, absorbed) in found.items()} == {
+        "conv1": ["bn_conv1", "scale_conv1"],
+        "res2a_branch1": ["bn2a_branch1", "scale2a_branch1"],
+        "res2a_branch2a": ["bn2a_branch2a", "scale2a_branch2a"],
+        "res2a_branch2b": ["bn2a_branch2b", "scale2a_branch2b"],
     }
-    assert {engine.nodes[i].type for i in engine.folded_nodes} == {"BatchNorm", "Scale"}
-    assert len(engine.folded_nodes) == 8
+    canonical = fold_batch_norm(engine, 0, len(engine.nodes) - 1)
+    assert len(canonical.nodes) == len(engine.nodes)  # layer indices are kept
+    absorbed = [n for n in canonical.nodes if isinstance(n.layer, Absorbed)]
+    assert {n.type for n in absorbed} == {"BatchNorm", "Scale"} and len(absorbed) == 8
+    assert all(n.bottoms == () and n.tops == () for n in absorbed)
 
 
-def test_folded_layer_reproduces_the_folded_chain(nets):
+def test_canonized_forward_is_the_same_and_the_folded_layer_reproduces_the_chain(nets):
     engine, _ = nets
-    forward = engine.forward(images(engine.input_shape, 2, seed=3))
-    for index, (layer, last) in engine.folds.items():
-        assert layer is not engine.nodes[index].layer
-        x = forward.saved[index].bottoms[0]
-        (ours,), _ = layer.forward([x])
-        chain = forward.saved[last].tops[0]
-        assert relative(ours, chain) < 1e-5, engine.nodes[index].name  # measured ≤ 3e-7
-    # folding is for relevance only: the conv node itself still computes the unfolded convolution
-    conv1 = next(n.index for n in engine.nodes if n.name == "conv1")
-    (plain,), _ = engine.nodes[conv1].layer.forward([forward.saved[conv1].bottoms[0]])
-    assert np.array_equal(plain, forward.saved[conv1].tops[0])
+    x = images(engine.input_shape, 2, seed=3)
+    canonical = fold_batch_norm(engine, 0, len(engine.nodes) - 1)
+    forward, merged = engine.forward(x), canonical.forward(x)
+    for name in engine.output_names:  # the forward pass does not change: same arithmetic, bit for bit
+        assert np.array_equal(forward.blobs[name], merged.blobs[name])
+    for node in canonical.nodes:
+        if isinstance(node.layer, FoldedChain):
+            saved = merged.saved[node.index]
+            (ours,), _ = node.layer.folded.forward([saved.bottoms[0]])
+            assert relative(ours, saved.tops[0]) < 1e-5, node.name  # measured ≤ 3e-7
 
 
 def test_inner_product_fold(tmp_path):
     """InnerProduct (transposed weights) → BatchNorm → Scale on a 2-D blob folds too, exactly."""
     net = Net(load_model(*fc_head().write(tmp_path)))
-    names = {net.nodes[i].name: net.nodes[last].name for i, (_, last) in net.folds.items()}
-    assert names == {"ipt": "sc"}
-    forward = net.forward(images(net.input_shape, 2, seed=6, scale=2.0))
-    for index, (layer, last) in net.folds.items():
-        (ours,), _ = layer.forward([forward.saved[index].bottoms[0]])
-        assert relative(ours, forward.saved[last].tops[0]) < 1e-5  # measured 1.9e-7
+    found = folds(net)
+    assert {name: absorbed for name, (_, absorbed) in found.items()} == {"ipt": ["bn", "sc"]}
+    canonical = fold_batch_norm(net, 0, len(net.nodes) - 1)
+    merged = canonical.forward(images(net.input_shape, 2, seed=6, scale=2.0))
+    for node in canonical.nodes:
+        if isinstance(node.layer, FoldedChain):
+            saved = merged.saved[node.index]
+            (ours,), _ = node.layer.folded.forward([saved.bottoms[0]])
+            assert relative(ours, saved.tops[0]) < 1e-5  # measured 1.9e-7
 
 
 def test_hand_folded_net_has_the_same_forward(nets):
@@ -113,8 +126,7 @@ def test_hand_folded_net_has_the_same_forward(nets):
 def explainer(net, formula, last_layer_index=-2):
     if last_layer_index == "fc":  # an explicit index, different in the two nets
         last_layer_index = next(n.index for n in net.nodes if n.name == "fc")
-    return Explainer(net, formula, epsilon=0.1, beta=1.0, aux=0, last_layer_index=last_layer_index,
-                     first_layer_index=0, numclasses=5)
+    return make_explainer(net, formula, epsilon=0.1, beta=1.0, aux=0, last=last_layer_index, first=0, numclasses=5)
 
 
 # Inputs of unit scale: relevance divides by pre-activations, and where those nearly cancel float32 rounding is
@@ -139,8 +151,12 @@ def test_folding_matters(nets, formula):
     own, with their own biases absorbing some) the heatmap is clearly different."""
     engine, by_hand = nets
     x = images(engine.input_shape, 2, seed=5, scale=1.0)
-    unfolded = copy.copy(engine)
-    unfolded.folds = {}
-    assert not unfolded.folded_nodes and engine.folded_nodes
+    folded = explainer(engine, formula)
+    unfolded = explainer(engine, formula)
+    unfolded.graph = engine  # the net as it is: BatchNorm and Scale get rules of their own
+    unfolded.rules = assign_rules(engine, unfolded.settings, unfolded.start, unfolded.first)
+    assert not any(isinstance(rule, Folded) for rule in unfolded.rules)
+    assert sum(isinstance(rule, Folded) for rule in folded.rules) == 8
     theirs = explainer(by_hand, formula).explain(x, [-1, 3]).rawhm
-    assert relative(explainer(unfolded, formula).explain(x, [-1, 3]).rawhm, theirs) > 1e-2
+    assert relative(folded.explain(x, [-1, 3]).rawhm, theirs) < 1e-5
+    assert relative(unfolded.explain(x, [-1, 3]).rawhm, theirs) > 1e-2

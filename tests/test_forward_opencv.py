@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 from conftest import REFERENCE, SHARED
-from netbuilder import NetBuilder
+from netbuilder import NetBuilder, fc_head, images, pooling_zoo, resnet_block, small_classifier
 
 from lrp_cli.caffe import MeanImage, load_model
 from lrp_cli.errors import ModelError
@@ -111,62 +111,6 @@ def test_squeezenet_matches_opencv(squeezenet_run):
 # ------------------------------------------------------------------------------------------------------------------
 # Test-made nets
 # ------------------------------------------------------------------------------------------------------------------
-def resnet_block(header="layer", seed=1) -> NetBuilder:
-    """Conv → BN → Scale → ReLU, then a block with a two-conv branch and a projection shortcut (convolutions
-    without bias, as in ResNet), Eltwise SUM, ReLU, global AVE pooling, InnerProduct, Softmax. BN and Scale in place."""
-    b = NetBuilder((1, 3, 12, 12), header=header, name="resnet_block", seed=seed)
-    b.conv("conv1", "data", 8, 3, pad=[1])
-    b.batchnorm("bn_conv1", "conv1", top="conv1", factor=3.75)
-    b.scale("scale_conv1", "conv1", top="conv1")
-    b.same("conv1_relu", "ReLU", "conv1", top="conv1")
-    b.conv("res2a_branch1", "conv1", 6, 1, bias=False, stride=[2])
-    b.batchnorm("bn2a_branch1", "res2a_branch1", top="res2a_branch1", factor=0.125, eps=1e-3)
-    b.scale("scale2a_branch1", "res2a_branch1", top="res2a_branch1")
-    b.conv("res2a_branch2a", "conv1", 5, 3, bias=False, pad=[1], stride=[2])
-    b.batchnorm("bn2a_branch2a", "res2a_branch2a", top="res2a_branch2a", factor=999.98)
-    b.scale("scale2a_branch2a", "res2a_branch2a", top="res2a_branch2a")
-    b.same("res2a_branch2a_relu", "ReLU", "res2a_branch2a", top="res2a_branch2a")
-    b.conv("res2a_branch2b", "res2a_branch2a", 6, 3, bias=False, pad=[1])
-    b.batchnorm("bn2a_branch2b", "res2a_branch2b", top="res2a_branch2b", factor=1.0)
-    b.scale("scale2a_branch2b", "res2a_branch2b", top="res2a_branch2b")
-    b.same("res2a", "Eltwise", ["res2a_branch1", "res2a_branch2b"], eltwise_param={"operation": "SUM"})
-    b.same("res2a_relu", "ReLU", "res2a", top="res2a")
-    b.same("pool", "Pooling", "res2a", pooling_param={"pool": "AVE", "global_pooling": True})
-    b.inner_product("fc", "pool", 5, 6)
-    b.same("prob", "Softmax", "fc")
-    return b
-
-
-def pooling_zoo() -> NetBuilder:
-    """Grouped and dilated convolution, Concat, LRN both ways, MAX/AVE pooling with padding and ceil-mode edges,
-    Sigmoid, Dropout (not in place), TanH, Flatten, InnerProduct, Softmax."""
-    b = NetBuilder((1, 6, 12, 12), name="zoo", seed=2)
-    b.conv("conv_g", "data", 8, 3, group=2, pad=[1])
-    b.conv("conv_d", "data", 4, 3, pad=[2], dilation=[2])
-    b.add("cat", "Concat", ["conv_g", "conv_d"])
-    b.channels["cat"] = 12
-    # k stays at its default 1: OpenCV ignores Caffe's k (see test_lrn_matches_caffe_definition)
-    b.same("lrn_across", "LRN", "cat",
-           lrn_param={"local_size": 5, "alpha": 0.5, "beta": 0.75, "norm_region": "ACROSS_CHANNELS"})
-    # 12 → ceil((12 + 2 − 3)/2) + 1 = 7: the last window starts at 11 and covers one real row
-    b.same("pool_max", "Pooling", "lrn_across", pooling_param={"pool": "MAX", "kernel_size": 3, "stride": 2, "pad": 1})
-    b.same("lrn_within", "LRN", "pool_max",
-           lrn_param={"local_size": 3, "alpha": 0.5, "beta": 0.75, "norm_region": "WITHIN_CHANNEL"})
-    # 7 → 4, the last window covers rows 5, 6 and one padding row (counted in the divisor)
-    b.same("pool_ave", "Pooling", "lrn_within", pooling_param={"pool": "AVE", "kernel_size": 3, "stride": 2, "pad": 1})
-    b.same("sigmoid", "Sigmoid", "pool_ave")
-    b.same("drop", "Dropout", "sigmoid", dropout_param={"dropout_ratio": 0.5})
-    b.same("tanh", "TanH", "drop")
-    b.add("flat", "Flatten", "tanh")
-    b.inner_product("fc", "flat", 7, 12 * 4 * 4)
-    b.same("prob", "Softmax", "fc")
-    return b
-
-
-def images(shape, n=1, seed=7, scale=50.0) -> np.ndarray:
-    return (np.random.default_rng(seed).standard_normal((n, *shape[1:])) * scale).astype(np.float32)
-
-
 def test_resnet_block_matches_opencv(tmp_path):
     prototxt, caffemodel = resnet_block().write(tmp_path)
     differences = assert_matches_opencv(
@@ -187,25 +131,6 @@ def test_eltwise_variants_match_opencv(tmp_path):
     prototxt, caffemodel = b.write(tmp_path)
     x = images((1, 4, 6, 6), 2, scale=2.0)
     assert_matches_opencv(prototxt, caffemodel, x, ["cat", "sum", "prod", "max"])
-
-
-def fc_head() -> NetBuilder:
-    """Rectangular convolution (kernel_h/w, stride_h/w, pad_h/w), a transposed InnerProduct followed by
-    BatchNorm → Scale → ReLU (a fold on a 2-D blob), InnerProduct."""
-    b = NetBuilder((1, 3, 9, 8), seed=14)
-    b.add("rect", "Convolution", "data", None, [b.randn(4, 3, 3, 2, scale=0.4), b.randn(4, scale=0.1)],
-          convolution_param={"num_output": 4, "kernel_h": 3, "kernel_w": 2, "stride_h": 2, "stride_w": 1,
-                             "pad_h": 1, "pad_w": 0})
-    b.channels["rect"] = 4
-    fan_in = 4 * 5 * 7
-    b.add("ipt", "InnerProduct", "rect", None, [b.randn(fan_in, 6, scale=fan_in**-0.5), b.randn(6, scale=0.1)],
-          inner_product_param={"num_output": 6, "transpose": True})
-    b.channels["ipt"] = 6
-    b.batchnorm("bn", "ipt", top="ipt")
-    b.scale("sc", "ipt", top="ipt")
-    b.same("relu", "ReLU", "ipt", top="ipt")
-    b.inner_product("fc", "ipt", 3, 6)
-    return b
 
 
 def test_rectangular_convolution_and_transposed_inner_product(tmp_path):
@@ -249,20 +174,6 @@ def test_prelu_matches_opencv(tmp_path):
     conv2 = layer_output(net, forward, "conv2")
     assert (conv2 < 0).any()
     np.testing.assert_allclose(layer_output(net, forward, "prelu2"), np.where(conv2 > 0, conv2, 0.3 * conv2), 1e-6)
-
-
-def small_classifier(header: str) -> NetBuilder:
-    b = NetBuilder((1, 3, 10, 10), header=header, seed=5)
-    b.conv("conv1", "data", 6, 3, stride=[1], pad=[1])
-    b.same("relu1", "ReLU", "conv1", top="conv1")
-    b.same("norm1", "LRN", "conv1", lrn_param={"local_size": 3, "alpha": 0.1, "beta": 0.75})
-    b.same("pool1", "Pooling", "norm1", pooling_param={"pool": "MAX", "kernel_size": 3, "stride": 2})
-    b.inner_product("fc1", "pool1", 8, 6 * 5 * 5)
-    b.same("relu2", "ReLU", "fc1", top="fc1")
-    b.same("drop", "Dropout", "fc1", top="fc1", dropout_param={"dropout_ratio": 0.5})
-    b.inner_product("fc2", "fc1", 4, 8)
-    b.same("prob", "Softmax", "fc2")
-    return b
 
 
 def test_v1_net_matches_opencv(tmp_path):

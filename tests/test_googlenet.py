@@ -4,9 +4,9 @@ Caffe importer, and relevance through its Split layers conserving what it should
 import cv2
 import numpy as np
 from conftest import REFERENCE, reference_models_dir
+from netbuilder import explainer
 
 from lrp_cli.caffe import load_model
-from lrp_cli.explain import Explainer
 from lrp_cli.net import Net
 
 PROTOTXT = REFERENCE / "models" / "googlenet" / "deploy1.prototxt"
@@ -38,11 +38,11 @@ def test_googlenet_epsilon_relevance_is_conserved_through_splits_and_concats():
         if getattr(node.layer, "bias", None) is not None and node.type in ("Convolution", "InnerProduct"):
             node.layer.bias = np.zeros_like(node.layer.bias)
     images = np.random.default_rng(6).uniform(-120, 130, (1, 3, 224, 224)).astype(np.float32)
-    explainer = Explainer(net, 0, 1e-9, 0, 0, -2, 0, 1000, lrn_relevance="identity")
+    ex = explainer(net, 0, 1e-9, 0, 0, -2, 0, 1000, lrn_relevance="identity")
     sums = {}
-    explanation = explainer.explain(images, [-1], on_layer=lambda node, rs: sums.update(
+    explanation = ex.explain(images, [-1], on_layer=lambda node, rs: sums.update(
         {node.index: sum(float(r.astype(np.float64).sum()) for r in rs)}))
-    seed = float(net.start_values(net.forward(images), explainer.start)[0, explanation.classes[0][0]])
+    seed = float(net.start_values(net.forward(images), ex.start)[0, explanation.classes[0][0]])
     splits = [n.index for n in net.nodes if n.type == "Split"]
     assert len(splits) > 5
     for index in splits:  # every Split sits on a cut through the whole net

@@ -12,10 +12,10 @@ from lrp_cli.errors import LrpError
 from lrp_cli.filelist import parse_line
 from lrp_cli.outputs import (
     OutputError,
-    expected_outputs,
     format_g,
     format_rawhm,
     format_topten,
+    output_files,
     output_paths,
     write_npy,
     write_png,
@@ -108,23 +108,26 @@ def test_symlinked_outpath_itself_is_allowed(tmp_path):
     assert p.base == str(tmp_path / "link") + "/someimages/a.jpg"
 
 
-def test_expected_outputs(tmp_path):
+def test_output_files(tmp_path):
     out = str(tmp_path)
     entry = parse_line("someimages/cat 1.jpg -1", ".", source="list", line=1)
     base = out + "/someimages/cat 1.jpg"
-    assert expected_outputs(entry, out, "someimages") == [
+    paths = output_paths(entry.fullpath, out, "someimages")
+    assert output_files(paths) == [
         base + "_heatmap.png",
         base + "_toptenscores.txt",
         base + "_rawhm.txt",
         base + "_as_inputted_into_the_dnn.png",
     ]
-    assert expected_outputs(entry, out, "someimages", minimal=True, original_names=True) == [
-        base + "_top10scores.txt",
-        base + "_rawhm.txt",
+    named = output_paths(entry.fullpath, out, "someimages", original_names=True)
+    assert output_files(named, minimal=True) == [base + "_top10scores.txt", base + "_rawhm.txt"]
+    blob = output_paths("./someimages/a.npy", out, "someimages")
+    assert output_files(blob, image=False, npy=True) == [
+        out + "/someimages/a.npy_heatmap.png",
+        out + "/someimages/a.npy_toptenscores.txt",
+        out + "/someimages/a.npy_rawhm.txt",
+        out + "/someimages/a.npy_rawhm.npy",
     ]
-    assert expected_outputs("./someimages/a.jpg", out, "someimages", minimal=True, npy=True)[-1].endswith(
-        "a.jpg_rawhm.npy"
-    )
 
 
 # ---- text formats --------------------------------------------------------------------------------

@@ -18,9 +18,9 @@ import re
 import numpy as np
 import pytest
 from conftest import REFERENCE, reference_models_dir
+from netbuilder import explainer
 
 from lrp_cli.caffe import load_model
-from lrp_cli.explain import Explainer
 from lrp_cli.net import Net
 
 CASES = sorted(p.name for p in (REFERENCE / "cases").iterdir())
@@ -82,16 +82,8 @@ def test_reference_case(case, nets):
     spec = json.loads((REFERENCE / "cases" / case / "case.json").read_text())
     model = spec["model"]
     net = nets(model)
-    explainer = Explainer(
-        net,
-        spec["formula"],
-        spec["epsstab"],
-        spec["beta"],
-        spec["aux"],
-        spec["lastlayerindex"],
-        spec["firstlayerindex"],
-        NUMCLASSES[model],
-    )
+    ex = explainer(net, spec["formula"], spec["epsstab"], spec["beta"], spec["aux"], spec["lastlayerindex"],
+                   spec["firstlayerindex"], NUMCLASSES[model])
     entries = [line.split() for line in (REFERENCE / "cases" / case / "filelist.txt").read_text().splitlines()]
     names = [path.rsplit("/", 1)[-1] for path, _ in entries]
     targets = [int(t) for _, t in entries]
@@ -106,7 +98,7 @@ def test_reference_case(case, nets):
     def record(node, bottoms):
         sums[node.index] = sum(b.astype(np.float64).reshape(b.shape[0], -1).sum(axis=1) for b in bottoms)
 
-    explanation = explainer.explain(blobs, targets, on_layer=record)  # the whole case as one batch
+    explanation = ex.explain(blobs, targets, on_layer=record)  # the whole case as one batch
     logged = logged_sums(case)
     forward = net.forward(blobs)
     report = []

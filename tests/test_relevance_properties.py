@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from netbuilder import explainer
 
 from lrp_cli.caffe import InputDef, LayerDef, NetDef, caffe_pb2, load_model
-from lrp_cli.explain import Explainer
 from lrp_cli.net import Net
 
 
@@ -87,13 +87,13 @@ def conservation_net(pad: int, seed: int = 0) -> Net:
     return Net(NetDef("conservation", (InputDef("data", (1, 3, size, size)),), layers))
 
 
-def layer_sums(explainer, images, targets, bounds=None):
+def layer_sums(ex, images, targets, bounds=None):
     sums = {}
 
     def record(node, bottoms):
         sums[node.index] = sum(b.astype(np.float64).reshape(b.shape[0], -1).sum(axis=1) for b in bottoms)
 
-    explanation = explainer.explain(images, targets, bounds, on_layer=record)
+    explanation = ex.explain(images, targets, bounds, on_layer=record)
     return explanation, sums
 
 
@@ -111,8 +111,8 @@ TARGETS = [-1, 2, -2]
 @pytest.mark.parametrize("formula,epsilon,beta", [(0, 1e-9, 0.0), (2, 1.0, 0.0), (2, 1.0, 1.0), (22, 1.0, 0.5)])
 def test_conservation_with_zero_biases(pad, formula, epsilon, beta):
     net = conservation_net(pad)
-    explainer = Explainer(net, formula, epsilon, beta, 0, -1, 0, 5)
-    explanation, sums = layer_sums(explainer, IMAGES, TARGETS)
+    ex = explainer(net, formula, epsilon, beta, 0, -1, 0, 5)
+    explanation, sums = layer_sums(ex, IMAGES, TARGETS)
     seed = seeds(net, IMAGES, explanation.classes)
     assert np.abs(seed).min() > 0.05
     assert sorted(sums) == list(range(7, -1, -1))[::-1]
@@ -126,29 +126,29 @@ def test_flat_and_wsquare_conservation_factors():
     conserves everywhere when no kernel entry lands on padding."""
     net = conservation_net(pad=0)
     for number, factors in ((54, {7: 1, 5: 1, 3: 4, 0: 12}), (56, {7: 1, 5: 1, 3: 1, 0: 1})):
-        explainer = Explainer(net, number, 1.0, 0.0, 7, -1, 0, 5)  # aux 7: every linear layer gets the lower rule
-        explanation, sums = layer_sums(explainer, IMAGES, TARGETS)
+        ex = explainer(net, number, 1.0, 0.0, 7, -1, 0, 5)  # aux 7: every linear layer gets the lower rule
+        explanation, sums = layer_sums(ex, IMAGES, TARGETS)
         seed = seeds(net, IMAGES, explanation.classes)
         current = 1
         for index in range(7, -1, -1):
             current = factors.get(index, current)
             np.testing.assert_allclose(sums[index], seed * current, rtol=1e-5, err_msg=f"{number} layer {index}")
     # flat and w² do not depend on the input at the layer, only on the relevance above it
-    explainer = Explainer(net, 54, 1.0, 0.0, 0, -1, 0, 5)  # flat only on conv1, ε above
-    explanation, sums = layer_sums(explainer, IMAGES, TARGETS)
+    ex = explainer(net, 54, 1.0, 0.0, 0, -1, 0, 5)  # flat only on conv1, ε above
+    explanation, sums = layer_sums(ex, IMAGES, TARGETS)
     np.testing.assert_allclose(sums[0], sums[1] * 3, rtol=1e-5)
 
 
 def test_flat_with_padding_loses_the_padding_share():
     """Output j hands C_in·(its in-bounds kernel entries)/(k_h·k_w)·R_j to the input: the padding share is lost."""
     net = conservation_net(pad=1)
-    explainer = Explainer(net, 54, 1e-9, 0.0, 0, -1, 0, 5)
+    ex = explainer(net, 54, 1e-9, 0.0, 0, -1, 0, 5)
     relevance = {}
 
     def record(node, bottoms):
         relevance[node.index] = bottoms[0].astype(np.float64)
 
-    explainer.explain(IMAGES, TARGETS, on_layer=record)
+    ex.explain(IMAGES, TARGETS, on_layer=record)
     above = relevance[1]  # relevance at conv1's output (ReLU is the identity), N×8×14×14
     inside = np.array([2] + [3] * 12 + [2])  # in-bounds taps per output row/column of a 3×3 kernel with pad 1
     share = 3 * np.outer(inside, inside) / 9
@@ -194,8 +194,8 @@ def test_gradient_formula_is_score_times_numerical_gradient():
     net = gradient_net()
     images = np.random.default_rng(3).normal(size=(2, 3, 8, 8)).astype(np.float32)
     targets = [4, -2]
-    explanation = Explainer(net, 11, 1.0, 0.0, 0, -1, 0, 6).explain(images, targets)
-    norm = Explainer(net, 99, 1.0, 0.0, 0, -1, 0, 6).explain(images, targets)
+    explanation = explainer(net, 11, 1.0, 0.0, 0, -1, 0, 6).explain(images, targets)
+    norm = explainer(net, 99, 1.0, 0.0, 0, -1, 0, 6).explain(images, targets)
     assert explanation.classes[0] == [4] and len(explanation.classes[1]) == 5
     h = 1e-6
     for n in range(2):
@@ -260,12 +260,12 @@ def batch_setup():
 @pytest.mark.parametrize("number,aux", BATCH_CASES)
 def test_batch_equals_one_by_one(number, aux, batch_setup):
     net, images, others, (low, high) = batch_setup
-    explainer = Explainer(net, number, 0.5, 1.0, aux, -1, 0, 10)
+    ex = explainer(net, number, 0.5, 1.0, aux, -1, 0, 10)
     with_bounds = number in (6, 8, 18)
-    batch = explainer.explain(images, BATCH_TARGETS, (low, high) if with_bounds else None)
+    batch = ex.explain(images, BATCH_TARGETS, (low, high) if with_bounds else None)
     assert batch.rawhm.shape == images.shape
     for n, target in enumerate(BATCH_TARGETS):
-        one = explainer.explain(images[n : n + 1], [target],
+        one = ex.explain(images[n : n + 1], [target],
                                 (low[n : n + 1], high[n : n + 1]) if with_bounds else None)
         assert one.classes[0] == batch.classes[n]
         np.testing.assert_array_equal(one.ranking[0], batch.ranking[n])
@@ -274,7 +274,7 @@ def test_batch_equals_one_by_one(number, aux, batch_setup):
         assert np.abs(batch.rawhm[n] - one.rawhm[0]).max() <= 1e-6 * scale, (number, aux, n)
     # image 0 does not depend on the other images in its batch
     mixed = np.concatenate([images[:1], others[1:]])
-    again = explainer.explain(mixed, BATCH_TARGETS, (low, high) if with_bounds else None)
+    again = ex.explain(mixed, BATCH_TARGETS, (low, high) if with_bounds else None)
     assert np.abs(again.rawhm[0] - batch.rawhm[0]).max() <= 1e-6 * np.abs(batch.rawhm[0]).max()
     assert len(batch.classes[1]) == 5 and batch.classes[2] == [0] and batch.classes[3] == [3]
 
@@ -303,6 +303,6 @@ def test_prototxt_and_caffemodel_round_trip(tmp_path):
     (tmp_path / "net.caffemodel").write_bytes(weights.SerializeToString())
     loaded = Net(load_model(tmp_path / "deploy.prototxt", tmp_path / "net.caffemodel"))
     assert loaded.layer_table() == net.layer_table()
-    a = Explainer(net, 100, 1.0, 1.0, 0, -1, 0, 5).explain(IMAGES, TARGETS)
-    b = Explainer(loaded, 100, 1.0, 1.0, 0, -1, 0, 5).explain(IMAGES, TARGETS)
+    a = explainer(net, 100, 1.0, 1.0, 0, -1, 0, 5).explain(IMAGES, TARGETS)
+    b = explainer(loaded, 100, 1.0, 1.0, 0, -1, 0, 5).explain(IMAGES, TARGETS)
     np.testing.assert_array_equal(a.rawhm, b.rawhm)

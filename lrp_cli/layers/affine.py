@@ -8,8 +8,8 @@ from .linear import LinearLayer
 class ChannelAffine(LinearLayer):
     """y[n,c,…] = a_c·x[n,c,…] + b_c. A diagonal linear layer: every linear rule applies to it.
 
-    When it directly follows a convolution or inner product, the net folds it into that layer for relevance
-    (a → rows of W, b → bias) and passes relevance through it unchanged.
+    When it directly follows a convolution or inner product, :mod:`lrp_cli.canonize` folds it into that layer
+    for relevance (a → rows of W, a·b + c → bias).
     """
 
     def _view(self, v, ndim):
@@ -31,5 +31,3 @@ class ChannelAffine(LinearLayer):
     @property
     def flat_divisor(self):
         return 1
-
-    _relevance_identity = LinearLayer._relevance_identity

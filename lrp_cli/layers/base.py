@@ -1,44 +1,58 @@
 """The layer interface: every layer type has ``forward`` (batch-first) and ``relevance`` (one backward step).
 
-A layer knows nothing of files, formula numbers or layer indices. ``relevance`` receives a *mode* chosen by the
-formula table in :mod:`lrp_cli.rules`: for convolution and inner product a :class:`~lrp_cli.rules.LinearRule`
-object, for every other layer one of the names in :data:`MODES`.
+A layer knows nothing of files, formula numbers or layer indices. ``relevance`` receives a rule object
+(:mod:`lrp_cli.rules`) chosen by :mod:`lrp_cli.composite`, and dispatches on the rule's *type*: each layer class
+marks the method that applies a rule type with ``@handles(RuleType, ...)``; a subclass inherits its bases'
+handlers, and a handler for a rule type also serves its subtypes (``Folded`` is a ``Pass``).
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
 from ..errors import ModelError, RelevanceError
-
-#: Relevance modes of the non-linear layers:
-#: ``lrp``: the layer's LRP rule as the original demonstrator applies it for every formula
-#: (identity for ReLU and neurons, winner-takes-all for MAX pooling, the §5.4.7 rule for LRN, ...);
-#: ``gradient``: the exact derivative (formulas 11 and 99);
-#: ``positive``: ReLU passes max(R, 0) (deconvnet, formula 26);
-#: ``guided``: ReLU passes max(R, 0)·[x > 0] (guided backprop, formula 166);
-#: ``identity``: relevance passes unchanged (e.g. LRN with ``lrn_relevance identity``).
-MODES = ("lrp", "gradient", "positive", "guided", "identity")
+from ..rules import Rule
 
 
 @dataclass
 class Saved:
-    """What a forward pass keeps for the relevance pass of one layer."""
+    """What a forward pass keeps for the relevance pass of one layer: its inputs, outputs and private state."""
 
     bottoms: list[np.ndarray]
     tops: list[np.ndarray]
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+Handler = Callable[[Any, Rule, Saved, list[np.ndarray]], list[np.ndarray]]
+
+
+def handles(*rule_types: type[Rule]) -> Callable[[Handler], Handler]:
+    """Mark a layer method ``(self, rule, saved, top_relevance) -> bottom relevance`` as the relevance step for
+    these rule types."""
+
+    def mark(method: Handler) -> Handler:
+        @functools.wraps(method)
+        def handler(*args):  # a new function, so that one method can serve different rules in different classes
+            return method(*args)
+
+        handler.rule_types = rule_types  # collected by Layer.__init_subclass__
+        return handler
+
+    return mark
+
+
 class Layer:
-    """Base class. Subclasses set ``type``, parse their parameters in ``__init__`` and implement the passes."""
+    """Base class. Subclasses set ``type``, parse their parameters in ``__init__``, implement ``forward`` and mark
+    their relevance steps with :func:`handles`."""
 
     type: ClassVar[str] = ""
-    #: number of learned blobs the layer expects (None: not checked here)
     registry: ClassVar[dict[str, type[Layer]]] = {}
+    handlers: ClassVar[dict[type[Rule], Handler]] = {}
 
     def __init__(self, name: str, param: Any, blobs: tuple[np.ndarray, ...]):
         self.name = name
@@ -47,27 +61,38 @@ class Layer:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        for t in getattr(cls, "types", (cls.type,)):
-            if t:
-                Layer.registry[t] = cls
+        cls.handlers = dict(cls.handlers)  # the base's, then this class's own
+        for method in vars(cls).values():
+            for rule_type in getattr(method, "rule_types", ()):
+                cls.handlers[rule_type] = method
+        if cls.type:
+            Layer.registry[cls.type] = cls
 
     # -- passes -----------------------------------------------------------------------------------------------
     def forward(self, bottoms: list[np.ndarray]) -> tuple[list[np.ndarray], dict[str, Any]]:
         """bottoms → (tops, extra state for the relevance pass). Must not modify its inputs."""
         raise NotImplementedError
 
-    def relevance(self, mode: Any, saved: Saved, top_relevance: list[np.ndarray]) -> list[np.ndarray]:
-        """Relevance (or gradient) at the tops → at the bottoms, according to ``mode``."""
-        handler = getattr(self, f"_relevance_{mode}", None) if isinstance(mode, str) else None
+    def _handler(self, rule: Rule) -> Handler | None:
+        for rule_type in type(rule).__mro__:
+            if rule_type in self.handlers:
+                return self.handlers[rule_type]
+        return None
+
+    def supports(self, rule: Rule) -> bool:
+        """Whether :meth:`relevance` can apply ``rule`` (checked for every layer before any image is run)."""
+        return self._handler(rule) is not None
+
+    def relevance(self, rule: Rule, saved: Saved, top_relevance: list[np.ndarray]) -> list[np.ndarray]:
+        """Relevance (or gradient) at the tops → at the bottoms, by ``rule``."""
+        handler = self._handler(rule) if self.supports(rule) else None
         if handler is None:
-            raise RelevanceError(f"layer '{self.name}' ({self.type}) has no relevance rule '{mode}'")
-        return handler(saved, top_relevance)
+            raise RelevanceError(f"{self.describe()} has no relevance step for the rule '{rule}'")
+        return handler(self, rule, saved, top_relevance)
 
-    def supports(self, mode: Any) -> bool:
-        """Whether :meth:`relevance` can apply ``mode`` (checked for every layer before any image is run)."""
-        return isinstance(mode, str) and hasattr(self, f"_relevance_{mode}")
-
-    def _relevance_identity(self, saved: Saved, top_relevance: list[np.ndarray]) -> list[np.ndarray]:
+    def pass_through(self, rule: Rule, saved: Saved, top_relevance: list[np.ndarray]) -> list[np.ndarray]:
+        """Relevance unchanged, reshaped back to the bottoms' shapes. Layers register it for the rules it serves:
+        ``pass_through = handles(Pass, Gradient)(Layer.pass_through)``."""
         return [r.reshape(b.shape) for r, b in zip(top_relevance, saved.bottoms, strict=False)]
 
     def describe(self) -> str:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Layer
+from ..rules import Gradient, Pass
+from .base import Layer, handles
 
 
 class Concat(Layer):
@@ -20,8 +21,7 @@ class Concat(Layer):
     def forward(self, bottoms):
         return [np.concatenate(bottoms, axis=self.axis)], {}
 
-    def _relevance_lrp(self, saved, top_relevance):
+    @handles(Pass, Gradient)
+    def _slices(self, rule, saved, top_relevance):
         bounds = np.cumsum([b.shape[self.axis] for b in saved.bottoms])[:-1]
         return np.split(top_relevance[0], bounds, axis=self.axis)
-
-    _relevance_gradient = _relevance_lrp

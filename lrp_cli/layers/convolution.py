@@ -7,6 +7,7 @@ import threading
 import numpy as np
 
 from ..errors import ModelError
+from ..rules import _ratio_or_zero
 from .base import check_shape, pair, require_blobs
 from .linear import LinearLayer
 from .windows import (
@@ -114,30 +115,27 @@ class Convolution(LinearLayer):
             z += self.bias_view(self.bias, z.ndim)
         return [z], {"columns": columns}
 
-    def relevance(self, mode, saved, top_relevance):
-        from ..rules import AlphaBeta
+    def weight_parts(self) -> tuple[np.ndarray, np.ndarray]:
+        """(w⁺, w⁻) = (max(w, 0), min(w, 0)), computed once per weight array (weights do not change)."""
+        cached = self.__dict__.get("_cache_parts")
+        if cached is None or cached[0] is not self.weight:
+            cached = (self.weight, np.maximum(self.weight, 0), np.minimum(self.weight, 0))
+            self._cache_parts = cached
+        return cached[1], cached[2]
 
-        columns = saved.extra.get("columns")
-        if columns is None or not isinstance(mode, AlphaBeta):
-            return super().relevance(mode, saved, top_relevance)
-        x = saved.bottoms[0]
-        return [mode.relevance(_WithColumns(self, x, columns), x, saved.tops[0], top_relevance[0])]
+    def alpha_beta(self, x, relevance, alpha, beta, mixed, state=None):
+        """The α-β rule (see :class:`lrp_cli.rules.AlphaBeta`) in the GEMM layout throughout, on the forward pass's
+        im2col columns when ``state`` holds them (they are the columns of this very x).
 
-    def alpha_beta_nonnegative(self, x, relevance, alpha, beta, columns=None):
-        """The α-β rule (see :class:`lrp_cli.rules.AlphaBeta`) for x ≥ 0, in the GEMM layout throughout:
-        [z⁺; z⁻] = [w⁺; w⁻]·cols + [b⁺; b⁻] (one GEMM per group, on the forward pass's columns when given),
-        s⁺ = α·R/z⁺, s⁻ = −β·R/z⁻ in place, R_in = x ⊙ [w⁺; w⁻]ᵀ·[s⁺; s⁻] (one GEMM per group and col2im)."""
-        return self._alpha_beta(x, relevance, alpha, beta, False, columns)
-
-    def alpha_beta_mixed(self, x, relevance, alpha, beta, columns=None):
-        """The α-β rule for an x of any sign, with x⁺ and x⁻ as two blocks of columns (cut from the forward
-        pass's columns when given): [z⁺; z⁻] = [[w⁺, w⁻]; [w⁻, w⁺]]·[cols⁺; cols⁻] + [b⁺; b⁻],
-        R_in = x⁺ ⊙ (w⁺ᵀs⁺ + w⁻ᵀs⁻) + x⁻ ⊙ (w⁻ᵀs⁺ + w⁺ᵀs⁻)."""
-        return self._alpha_beta(x, relevance, alpha, beta, True, columns)
+        x ≥ 0: [z⁺; z⁻] = [w⁺; w⁻]·cols + [b⁺; b⁻] (one GEMM per group), s⁺ = α·R/z⁺, s⁻ = −β·R/z⁻ in place,
+        R_in = x ⊙ [w⁺; w⁻]ᵀ·[s⁺; s⁻] (one GEMM per group and col2im).
+        x of any sign (``mixed``): x⁺ and x⁻ as two blocks of columns,
+        [z⁺; z⁻] = [[w⁺, w⁻]; [w⁻, w⁺]]·[cols⁺; cols⁻] + [b⁺; b⁻], R_in = x⁺ ⊙ (w⁺ᵀs⁺ + w⁻ᵀs⁻) + x⁻ ⊙ (w⁻ᵀs⁺ + w⁺ᵀs⁻).
+        """
+        columns = state.get("columns") if state else None
+        return self._alpha_beta(x, relevance, alpha, beta, mixed, columns)
 
     def _alpha_beta(self, x, relevance, alpha, beta, mixed, columns):
-        from ..rules import _ratio_or_zero
-
         n, c, h, w = x.shape
         g = self.group
         m, cg = self.weight.shape[:2]
@@ -196,20 +194,3 @@ class Convolution(LinearLayer):
         out = result[:, :, 0].reshape(n, c, h, w) * np.maximum(x, 0)
         out += result[:, :, 1].reshape(n, c, h, w) * np.minimum(x, 0)
         return out
-
-
-class _WithColumns:
-    """A convolution as a rule sees it, holding the forward pass's columns of its input x for the fused α-β
-    forms (made per call: nothing is shared between threads). Everything else is the layer's."""
-
-    def __init__(self, layer: Convolution, x: np.ndarray, columns: np.ndarray):
-        self._layer, self._x, self._columns = layer, x, columns
-
-    def __getattr__(self, name):
-        return getattr(self._layer, name)
-
-    def alpha_beta_nonnegative(self, x, relevance, alpha, beta):
-        return self._layer.alpha_beta_nonnegative(x, relevance, alpha, beta, self._columns if x is self._x else None)
-
-    def alpha_beta_mixed(self, x, relevance, alpha, beta):
-        return self._layer.alpha_beta_mixed(x, relevance, alpha, beta, self._columns if x is self._x else None)

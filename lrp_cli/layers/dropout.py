@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .base import Layer
+from ..rules import Gradient, Pass
+from .base import Layer, handles
 
 
 class Dropout(Layer):
@@ -13,5 +14,4 @@ class Dropout(Layer):
     def forward(self, bottoms):
         return [bottoms[0]], {}
 
-    _relevance_lrp = Layer._relevance_identity
-    _relevance_gradient = Layer._relevance_identity
+    pass_through = handles(Pass, Gradient)(Layer.pass_through)

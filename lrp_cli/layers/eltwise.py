@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ModelError
+from ..rules import Gradient, LinearRule, Rule, WinnerTakesAll
+from .base import handles
 from .linear import LinearLayer
 
 PROD, SUM, MAX = 0, 1, 2
@@ -56,31 +58,34 @@ class Eltwise(LinearLayer):
         winner = stacked.argmax(axis=1)
         return [np.take_along_axis(stacked, winner[:, None], axis=1)[:, 0]], {"winner": winner}
 
-    def supports(self, mode):
-        from ..rules import LinearRule
+    def supports(self, rule: Rule) -> bool:
+        """SUM takes every linear rule, MAX WinnerTakesAll, all three the Gradient."""
+        if isinstance(rule, Gradient):
+            return True
+        return isinstance(rule, {SUM: LinearRule, MAX: WinnerTakesAll}.get(self.operation, ()))
 
-        if self.operation == SUM:
-            return isinstance(mode, LinearRule) or mode == "gradient"
-        return self.operation == MAX or mode == "gradient"
+    @handles(LinearRule)
+    def _linear_rule(self, rule, saved, top_relevance):
+        """SUM: the rule applied to the bottoms stacked along a new axis 1, with the coefficients as weights."""
+        op = self.with_parameters(self._weights(len(saved.bottoms)), None)
+        stacked = np.stack(saved.bottoms, axis=1)
+        result = rule.relevance(op, stacked, saved.tops[0], top_relevance[0])
+        return [result[:, k] for k in range(len(saved.bottoms))]
 
-    def relevance(self, mode, saved, top_relevance):
-        from ..rules import LinearRule
+    @handles(WinnerTakesAll)
+    def _winner_takes_all(self, rule, saved, top_relevance):
+        winner, r = saved.extra["winner"], top_relevance[0]
+        return [np.where(winner == k, r, np.float32(0)) for k in range(len(saved.bottoms))]
 
+    @handles(Gradient)
+    def _gradient(self, rule, saved, top_relevance):
         r = top_relevance[0]
-        if self.operation == SUM and (isinstance(mode, LinearRule) or mode == "gradient"):
-            if mode == "gradient":
-                return [c * r for c in self._weights(len(saved.bottoms))]
-            op = self.with_parameters(self._weights(len(saved.bottoms)), None)
-            stacked = np.stack(saved.bottoms, axis=1)
-            result = mode.relevance(op, stacked, saved.tops[0], r)
-            return [result[:, k] for k in range(len(saved.bottoms))]
+        if self.operation == SUM:
+            return [c * r for c in self._weights(len(saved.bottoms))]
         if self.operation == MAX:
-            winner = saved.extra["winner"]
-            return [np.where(winner == k, r, np.float32(0)) for k in range(len(saved.bottoms))]
-        if self.operation == PROD and mode == "gradient":
-            out = []
-            for k in range(len(saved.bottoms)):
-                others = [b for j, b in enumerate(saved.bottoms) if j != k]
-                out.append(r * np.prod(np.stack(others), axis=0) if others else r.copy())
-            return out
-        return super(LinearLayer, self).relevance(mode, saved, top_relevance)
+            return self._winner_takes_all(rule, saved, top_relevance)
+        out = []
+        for k in range(len(saved.bottoms)):
+            others = [b for j, b in enumerate(saved.bottoms) if j != k]
+            out.append(r * np.prod(np.stack(others), axis=0) if others else r.copy())
+        return out

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .base import Layer
+from ..rules import Gradient, Pass
+from .base import Layer, handles
 
 
 class Flatten(Layer):
@@ -22,5 +23,4 @@ class Flatten(Layer):
         shape = x.shape[:axis] + (-1,) + x.shape[end + 1 :]
         return [x.reshape(shape)], {}
 
-    _relevance_lrp = Layer._relevance_identity
-    _relevance_gradient = Layer._relevance_identity
+    pass_through = handles(Pass, Gradient)(Layer.pass_through)

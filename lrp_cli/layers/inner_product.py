@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ModelError
+from ..rules import _ratio_or_zero
 from .base import check_shape, require_blobs
 from .linear import LinearLayer
 
@@ -62,19 +63,19 @@ class InnerProduct(LinearLayer):
     def flat_divisor(self) -> int:
         return self.weight.shape[1]
 
-    #: rows of the weight per block of :meth:`alpha_beta_nonnegative` (about 4 MB of weights)
+    #: rows of the weight per block of :meth:`alpha_beta` (about 4 MB of weights)
     BLOCK_BYTES = 1 << 22
 
-    def alpha_beta_nonnegative(self, x: np.ndarray, relevance: np.ndarray, alpha, beta) -> np.ndarray:
-        """The α-β rule (see :class:`lrp_cli.rules.AlphaBeta`) for an input x ≥ 0, fused over blocks of outputs:
+    def alpha_beta(self, x, relevance, alpha, beta, mixed, state=None):
+        """The α-β rule (see :class:`lrp_cli.rules.AlphaBeta`); for an input x ≥ 0 fused over blocks of outputs:
 
         per block of rows of W (cache-sized): w⁺, w⁻, z⁺ = x·w⁺ᵀ + b⁺, z⁻ = x·w⁻ᵀ + b⁻, and the adjoint
         α·(R/z⁺)·w⁺ − β·(R/z⁻)·w⁻ accumulated; R_in = x ⊙ the sum. Output j depends only on row j, so the
         blocks are independent: W is read once, instead of w⁺ and w⁻ twice each, and no copies of the
-        parts are kept (fc6 of CaffeNet: 151 MB each).
+        parts are kept (fc6 of CaffeNet: 151 MB each). Inputs with negative values take the generic step.
         """
-        from ..rules import _ratio_or_zero
-
+        if mixed:
+            return super().alpha_beta(x, relevance, alpha, beta, mixed, state)
         flat = x.reshape(x.shape[0], -1)
         r = relevance.reshape(relevance.shape[0], -1)
         j, k = self.weight.shape

@@ -6,15 +6,9 @@ from .base import Layer
 
 
 class Input(Layer):
-    """No computation; the net feeds its top. Relevance stops here (it is the net input)."""
+    """No computation: the net feeds its top with the images. Relevance ends here (it has no rule)."""
 
     type = "Input"
 
     def forward(self, bottoms):
         raise AssertionError("the net feeds Input layers directly")
-
-    def supports(self, mode):
-        return True
-
-    def relevance(self, mode, saved, top_relevance):
-        return []

@@ -1,4 +1,5 @@
-"""What convolution and inner product share: the linear-map interface that the relevance rules use."""
+"""What convolution, inner product, Eltwise SUM and the per-channel affine layers share: the linear-map interface
+through which every linear rule (:mod:`lrp_cli.rules`) is applied."""
 
 from __future__ import annotations
 
@@ -6,15 +7,17 @@ from typing import Any
 
 import numpy as np
 
-from .base import Layer, Saved
+from ..rules import Gradient, LinearRule, Transposed, alpha_beta_generic
+from .base import Layer, handles
 
 
 class LinearLayer(Layer):
     """A layer z = W·x + b. Subclasses provide ``linear`` (W·x for any W of the weight's shape) and its adjoint.
 
-    The rules of :mod:`lrp_cli.rules` see only this interface: ``weight``, ``bias``, ``linear``,
-    ``linear_transposed``, ``bias_view``, ``flat_divisor`` and ``weight_parts``; a layer may also offer fused
-    α-β forms (``alpha_beta_nonnegative``, ``alpha_beta_mixed``) that the α-β rule uses when present.
+    The rules see only this interface: ``weight``, ``bias``, ``linear``, ``linear_transposed``, ``bias_view``,
+    ``flat_divisor`` and ``alpha_beta``. ``alpha_beta`` is the one fused-kernel protocol: the base class computes
+    the α-β rule with the generic step; convolution and inner product override it with kernels that stay in their
+    GEMM layout.
     """
 
     weight: np.ndarray
@@ -37,20 +40,11 @@ class LinearLayer(Layer):
         raise NotImplementedError
 
     def with_parameters(self, weight: np.ndarray, bias: np.ndarray | None) -> LinearLayer:
-        """A copy of this layer with other weights (used to fold BatchNorm/Scale for relevance)."""
+        """A copy of this layer with other weights (the BatchNorm/Scale fold of :mod:`lrp_cli.canonize`)."""
         twin = object.__new__(type(self))
         twin.__dict__.update({k: v for k, v in self.__dict__.items() if not k.startswith("_cache")})
         twin.weight, twin.bias = weight, bias
         return twin
-
-    # -- optional fused forms used by the rules ------------------------------------------------------------------
-    def weight_parts(self) -> tuple[np.ndarray, np.ndarray]:
-        """(w⁺, w⁻) = (max(w, 0), min(w, 0)), computed once per weight array (weights do not change)."""
-        cached = self.__dict__.get("_cache_parts")
-        if cached is None or cached[0] is not self.weight:
-            cached = (self.weight, np.maximum(self.weight, 0), np.minimum(self.weight, 0))
-            self._cache_parts = cached
-        return cached[1], cached[2]
 
     def forward(self, bottoms: list[np.ndarray]) -> tuple[list[np.ndarray], dict[str, Any]]:
         z = self.linear(bottoms[0], self.weight)
@@ -58,17 +52,19 @@ class LinearLayer(Layer):
             z += self.bias_view(self.bias, z.ndim)
         return [z], {}
 
-    def supports(self, mode: Any) -> bool:
-        from ..rules import LinearRule
+    def alpha_beta(
+        self, x: np.ndarray, relevance: np.ndarray, alpha, beta, mixed: bool, state: dict | None = None
+    ) -> np.ndarray:
+        """The α-β rule (:class:`lrp_cli.rules.AlphaBeta`) for inputs x (N×…) that are either all ≥ 0 (``mixed``
+        False) or each have negative values (``mixed`` True); ``state``: this layer's forward state for these very
+        inputs, or None. The base class takes the generic step."""
+        return alpha_beta_generic(self, x, relevance, alpha, beta)
 
-        return isinstance(mode, LinearRule) or mode == "gradient" or super().supports(mode)
+    @handles(LinearRule)
+    def _linear_rule(self, rule, saved, top_relevance):
+        return [rule.relevance(self, saved.bottoms[0], saved.tops[0], top_relevance[0], saved.extra)]
 
-    def relevance(self, mode: Any, saved: Saved, top_relevance: list[np.ndarray]) -> list[np.ndarray]:
-        from ..rules import LinearRule, Transposed
-
-        if mode == "gradient":
-            mode = Transposed()
-        if not isinstance(mode, LinearRule):
-            return super().relevance(mode, saved, top_relevance)
-        op = saved.extra.get("folded", self)  # the net passes the folded layer and its output (see Net.propagate)
-        return [mode.relevance(op, saved.bottoms[0], saved.tops[0], top_relevance[0])]
+    @handles(Gradient)
+    def _gradient(self, rule, saved, top_relevance):
+        """The derivative of a linear map is its transpose."""
+        return [Transposed().relevance(self, saved.bottoms[0], saved.tops[0], top_relevance[0])]

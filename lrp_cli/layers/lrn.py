@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Layer
+from ..rules import Gradient, LrnRule, Pass
+from .base import Layer, handles
 from .windows import Windows1D, window_sums, window_sums_adjoint
 
 ACROSS_CHANNELS, WITHIN_CHANNEL = 0, 1
@@ -25,10 +26,10 @@ class LRN(Layer):
     """ACROSS_CHANNELS: s_c = k + (α/n)·Σ_{c' in window(c)} x_c'², y_c = x_c·s_c^−β (window c−pre … c+post).
     WITHIN_CHANNEL: s = 1 + (α/n²)·Σ_{n×n window} x², y = x·s^−β.
 
-    Relevance ``lrp`` (the original's rule, §5.4.7, across channels):
+    Relevance LrnRule (the original's rule, §5.4.7, across channels):
     R_in[c] = R[c]·x_c·(k + (α/n)·x_c²)^−β + x_c²·Σ_{c' ≠ c, |c'−c| ≤ pre} −2(α/n)β·s_c'^(−β−1)·x_c'·R[c'].
-    WITHIN_CHANNEL has no such rule in the original (it read an unset buffer); there ``lrp`` passes relevance
-    unchanged. ``identity`` passes it unchanged for both. ``gradient`` is the exact derivative.
+    WITHIN_CHANNEL has no such rule in the original (it read an unset buffer); there LrnRule passes relevance
+    unchanged. Pass (``lrn_relevance identity``) passes it unchanged for both. Gradient is the exact derivative.
     """
 
     type = "LRN"
@@ -60,9 +61,12 @@ class LRN(Layer):
             scale = (1 + self.alpha / self.size**2 * window_sums(x * x, rows, cols)).astype(x.dtype)
         return [x * scale ** np.float32(-self.beta)], {"scale": scale}
 
-    def _relevance_lrp(self, saved, top_relevance):
+    pass_through = handles(Pass)(Layer.pass_through)
+
+    @handles(LrnRule)
+    def _lrn_rule(self, rule, saved, top_relevance):
         if self.region != ACROSS_CHANNELS:
-            return self._relevance_identity(saved, top_relevance)
+            return self.pass_through(rule, saved, top_relevance)
         x, r, scale = saved.bottoms[0], top_relevance[0], saved.extra["scale"]
         a_n, b = np.float32(self.alpha / self.size), np.float32(self.beta)
         diagonal = r * x * (np.float32(self.k) + a_n * x * x) ** -b
@@ -70,7 +74,8 @@ class LRN(Layer):
         neighbours = _channel_window_sum(cross, self.pre, self.pre) - cross
         return [(diagonal + x * x * neighbours).astype(x.dtype)]
 
-    def _relevance_gradient(self, saved, top_relevance):
+    @handles(Gradient)
+    def _gradient(self, rule, saved, top_relevance):
         x, dy, scale, y = saved.bottoms[0], top_relevance[0], saved.extra["scale"], saved.tops[0]
         b = np.float32(self.beta)
         if self.region == ACROSS_CHANNELS:

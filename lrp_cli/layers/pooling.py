@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ModelError
-from .base import Layer, pair
+from ..rules import Gradient, Proportional, Rule, WinnerTakesAll
+from .base import Layer, handles, pair
 from .windows import Windows1D, pad_spatial, window_sums, window_sums_adjoint, window_view
 
 MAX, AVE = 0, 1
@@ -14,7 +15,7 @@ MAX, AVE = 0, 1
 class Pooling(Layer):
     """MAX: y_j = max of window j (argmax = first maximum in row-major scan); AVE: y_j = Σ_window x / size_j.
 
-    Relevance (``lrp``): MAX winner-takes-all, R_i = Σ_{j: argmax_j = i} R_j; AVE proportional,
+    Relevance: MAX WinnerTakesAll, R_i = Σ_{j: argmax_j = i} R_j; AVE Proportional,
     R_i = Σ_{j ∋ i} x_i·R_j/s_j with s_j = Σ_{window j} x, where |s_j| < 1e-6 adds x_i instead (the original's rule).
     Gradient: MAX routes to the argmax; AVE spreads R_j/size_j over the window. N×C×H×W → N×C×Ho×Wo.
     """
@@ -116,10 +117,18 @@ class Pooling(Layer):
             out[lo:hi] = sums.reshape(hi - lo, h * w)
         return out.reshape(x.shape)
 
-    def _relevance_lrp(self, saved, top_relevance):
+    def supports(self, rule: Rule) -> bool:
+        """MAX pooling takes WinnerTakesAll, AVE pooling Proportional; both the Gradient."""
+        wanted = WinnerTakesAll if self.method == MAX else Proportional
+        return isinstance(rule, (wanted, Gradient))
+
+    @handles(WinnerTakesAll)
+    def _winner_takes_all(self, rule, saved, top_relevance):
+        return [self._to_argmax(saved, top_relevance[0])]
+
+    @handles(Proportional)
+    def _proportional(self, rule, saved, top_relevance):
         r = top_relevance[0]
-        if self.method == MAX:
-            return [self._to_argmax(saved, r)]
         x = saved.bottoms[0]
         rows, cols = saved.extra["windows"]
         sums = self._sums(x, rows, cols)
@@ -127,7 +136,8 @@ class Pooling(Layer):
         ratio = np.where(small, 0.0, r / np.where(small, 1.0, sums)) + small
         return [(x * self._spread(ratio, rows, cols, x.shape)).astype(x.dtype)]
 
-    def _relevance_gradient(self, saved, top_relevance):
+    @handles(Gradient)
+    def _gradient(self, rule, saved, top_relevance):
         r = top_relevance[0]
         if self.method == MAX:
             return [self._to_argmax(saved, r)]

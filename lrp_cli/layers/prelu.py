@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Layer, require_blobs
+from ..rules import Gradient, Pass
+from .base import Layer, handles, require_blobs
 
 
 class PReLU(Layer):
@@ -25,8 +26,9 @@ class PReLU(Layer):
         x = bottoms[0]
         return [np.maximum(x, 0) + self._slopes(x) * np.minimum(x, 0)], {}
 
-    _relevance_lrp = Layer._relevance_identity
+    pass_through = handles(Pass)(Layer.pass_through)
 
-    def _relevance_gradient(self, saved, top_relevance):
+    @handles(Gradient)
+    def _gradient(self, rule, saved, top_relevance):
         x, r = saved.bottoms[0], top_relevance[0]
         return [np.where(x > 0, r, self._slopes(x) * r)]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Layer
+from ..rules import Gradient, Guided, Pass, Positive
+from .base import Layer, handles
 
 
 class ReLU(Layer):
-    """Relevance: identity (``lrp``), max(R, 0) (``positive``, deconvnet), max(R, 0)·[x > 0] (``guided``),
-    or the derivative R·([x > 0] + slope·[x ≤ 0]) (``gradient``)."""
+    """Relevance: unchanged (Pass), max(R, 0) (Positive, deconvnet), max(R, 0)·[x > 0] (Guided),
+    or the derivative R·([x > 0] + slope·[x ≤ 0]) (Gradient)."""
 
     type = "ReLU"
 
@@ -24,15 +25,18 @@ class ReLU(Layer):
             y += self.negative_slope * np.minimum(x, 0)
         return [y], {}
 
-    _relevance_lrp = Layer._relevance_identity
+    pass_through = handles(Pass)(Layer.pass_through)
 
-    def _relevance_positive(self, saved, top_relevance):
+    @handles(Positive)
+    def _positive(self, rule, saved, top_relevance):
         return [np.maximum(top_relevance[0], 0)]
 
-    def _relevance_guided(self, saved, top_relevance):
+    @handles(Guided)
+    def _guided(self, rule, saved, top_relevance):
         return [np.maximum(top_relevance[0], 0) * (saved.bottoms[0] > 0)]
 
-    def _relevance_gradient(self, saved, top_relevance):
+    @handles(Gradient)
+    def _gradient(self, rule, saved, top_relevance):
         x, r = saved.bottoms[0], top_relevance[0]
         if self.negative_slope:
             return [np.where(x > 0, r, self.negative_slope * r)]

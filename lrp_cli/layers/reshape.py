@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ..errors import ModelError
-from .base import Layer
+from ..rules import Gradient, Pass
+from .base import Layer, handles
 
 
 class Reshape(Layer):
@@ -29,7 +30,6 @@ class Reshape(Layer):
         except ValueError:
             raise ModelError(f"{self.describe()}: cannot reshape {x.shape} to {tuple(shape)}") from None
 
-    _relevance_lrp = Layer._relevance_identity
-    _relevance_gradient = Layer._relevance_identity
+    pass_through = handles(Pass, Gradient)(Layer.pass_through)
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Layer
+from ..rules import Gradient, Pass
+from .base import Layer, handles
 
 
 class Sigmoid(Layer):
@@ -16,8 +17,9 @@ class Sigmoid(Layer):
         x = bottoms[0]
         return [(0.5 * np.tanh(0.5 * x) + 0.5).astype(x.dtype)], {}
 
-    _relevance_lrp = Layer._relevance_identity
+    pass_through = handles(Pass)(Layer.pass_through)
 
-    def _relevance_gradient(self, saved, top_relevance):
+    @handles(Gradient)
+    def _gradient(self, rule, saved, top_relevance):
         y = saved.tops[0]
         return [top_relevance[0] * y * (1 - y)]

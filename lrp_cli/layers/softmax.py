@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Layer
+from ..rules import Gradient, Probabilities
+from .base import Layer, handles
 
 
 class Softmax(Layer):
-    """y = e^x / Σ e^x. Relevance (``lrp``, the original's rule): R_in := y, the probabilities, whatever
-    relevance came in. Gradient: y·(R − Σ R·y)."""
+    """y = e^x / Σ e^x. Relevance (Probabilities, the original's rule): R_in := y, whatever relevance came in.
+    Gradient: y·(R − Σ R·y)."""
 
     type = "Softmax"
 
@@ -22,9 +23,11 @@ class Softmax(Layer):
         e = np.exp(x - x.max(axis=self.axis, keepdims=True))
         return [e / e.sum(axis=self.axis, keepdims=True)], {}
 
-    def _relevance_lrp(self, saved, top_relevance):
+    @handles(Probabilities)
+    def _probabilities(self, rule, saved, top_relevance):
         return [saved.tops[0].copy()]
 
-    def _relevance_gradient(self, saved, top_relevance):
+    @handles(Gradient)
+    def _gradient(self, rule, saved, top_relevance):
         y, r = saved.tops[0], top_relevance[0]
         return [y * (r - (r * y).sum(axis=self.axis, keepdims=True))]

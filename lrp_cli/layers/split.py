@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .base import Layer
+from ..rules import Gradient, Pass
+from .base import Layer, handles
 
 
 class Split(Layer):
@@ -10,18 +11,17 @@ class Split(Layer):
 
     type = "Split"
 
-    def __init__(self, name, param, blobs, top_count: int = 0):
+    def __init__(self, name, param, blobs):
         super().__init__(name, param, blobs)
-        self.top_count = top_count or len(param.top)
+        self.top_count = len(param.top)
 
     def forward(self, bottoms):
         return [bottoms[0]] * self.top_count, {}
 
-    def _relevance_lrp(self, saved, top_relevance):
+    @handles(Pass, Gradient)
+    def _sum(self, rule, saved, top_relevance):
         present = [r for r in top_relevance if r is not None]
         total = present[0].copy()
         for r in present[1:]:
             total += r
         return [total]
-
-    _relevance_gradient = _relevance_lrp

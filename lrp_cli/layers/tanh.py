@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Layer
+from ..rules import Gradient, Pass
+from .base import Layer, handles
 
 
 class TanH(Layer):
@@ -15,8 +16,9 @@ class TanH(Layer):
     def forward(self, bottoms):
         return [np.tanh(bottoms[0])], {}
 
-    _relevance_lrp = Layer._relevance_identity
+    pass_through = handles(Pass)(Layer.pass_through)
 
-    def _relevance_gradient(self, saved, top_relevance):
+    @handles(Gradient)
+    def _gradient(self, rule, saved, top_relevance):
         y = saved.tops[0]
         return [top_relevance[0] * (1 - y * y)]

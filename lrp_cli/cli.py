@@ -19,7 +19,20 @@ from .config import load_config
 from .errors import LrpError
 from .filelist import FileListLineError, iter_filelist
 from .render import COLORMAPS
-from .run import Demo, OutputOptions, Result
+from .run import Demo, OutputOptions, Result, build_explainer, build_net
+
+
+def _show_rules(ctx: click.Context, param, config: str | None) -> None:
+    """``--show-rules CONFIG``: the rule assignment (layer index, name, type, rule) from the start layer down."""
+    if config is None or ctx.resilient_parsing:
+        return
+    try:
+        settings = load_config(config)
+        click.echo(build_explainer(build_net(settings), settings).describe_rules(), nl=False)
+    except LrpError as exc:
+        click.echo(f"{ctx.info_name}: error: {exc}", err=True)
+        ctx.exit(1)
+    ctx.exit(0)
 
 
 def _options(command):
@@ -47,6 +60,8 @@ def _options(command):
         click.option("--json", "json_lines", is_flag=True, help="Print one JSON line per image on stdout."),
         click.option("--fail-fast", is_flag=True, help="Stop after the batch with the first failed entry."),
         click.option("--quiet", is_flag=True, help="No progress bar and no per-entry messages; errors still show."),
+        click.option("--show-rules", metavar="CONFIG", is_eager=True, expose_value=False, callback=_show_rules,
+                     help="Print the relevance rule of every layer under CONFIG's settings, and exit."),
         click.version_option(__version__),
     ]
     for decorator in reversed(decorators):

@@ -455,13 +455,15 @@ def quanta_to_rgb255(quanta: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class CropPlan:
-    """Index plan of §4.5/§4.6 for a resized image of ``hei``×``wid`` and a net input ``inhei``×``inwid``.
+    """Index plan of §4.5 for a resized image of ``hei``×``wid`` and a net input ``inhei``×``inwid``.
 
-    ``rows`` (inhei,) / ``cols`` (inwid,): the image row / column each net row / column takes
-    (edge replication included).  ``portrait``: hei > wid.  ``pad``: o, the first copied net row or
-    column of the short side when it is padded, else None.
+    ``origin`` (y0, x0): the image position of net position (0, 0) — negative by o on a padded side;
+    ``rows`` (inhei,) / ``cols`` (inwid,): the image row / column each net row / column takes, y0 + h and x0 + w
+    clipped to the image (edge replication). ``portrait``: hei > wid. ``pad``: o = (input − image)//2 on the short
+    side when it is padded, else None. ``border``: B = (baseimgsize − max(inhei, inwid))//2.
     """
 
+    origin: tuple[int, int]
     rows: np.ndarray
     cols: np.ndarray
     portrait: bool
@@ -472,31 +474,24 @@ class CropPlan:
 def crop_pad_plan(hei: int, wid: int, baseimgsize: int, inhei: int, inwid: int) -> CropPlan:
     """Image rows/cols per net row/col (§4.5), B = (baseimgsize − max(inhei, inwid)) // 2.
 
-    Portrait (hei > wid): row B + h; col (wid − inwid)//2 + w, or with o = (inwid − wid)//2 the clipped
-    w − o (edge replication) when wid < inwid.  Otherwise symmetric with rows and columns swapped.
-    Indices past the image (only when the long side came out short and baseimgsize equals the net
-    size) are clamped to the last row/column instead of reading out of bounds.
+    The long side starts at B; the short side is centred, (size − input)//2, or, when the image is narrower than
+    the input, starts at −o with o = (input − size)//2 and replicates the edge. Portrait (hei > wid): rows long;
+    otherwise columns long. Indices past the image (only when the long side came out short and baseimgsize equals
+    the net size) are clamped to the last row/column instead of reading out of bounds.
     """
     b = (baseimgsize - max(inhei, inwid)) // 2
-    h = np.arange(inhei)
-    w = np.arange(inwid)
-    pad = None
-    if hei > wid:
-        rows = b + h
-        if wid >= inwid:
-            cols = (wid - inwid) // 2 + w
-        else:
-            pad = (inwid - wid) // 2
-            cols = w - pad
-    else:
-        cols = b + w
-        if hei >= inhei:
-            rows = (hei - inhei) // 2 + h
-        else:
-            pad = (inhei - hei) // 2
-            rows = h - pad
+    portrait = hei > wid
+    short, in_short = (wid, inwid) if portrait else (hei, inhei)
+    pad = None if short >= in_short else (in_short - short) // 2
+    centred = (short - in_short) // 2 if pad is None else -pad
+    y0, x0 = (b, centred) if portrait else (centred, b)
     return CropPlan(
-        rows=np.clip(rows, 0, hei - 1), cols=np.clip(cols, 0, wid - 1), portrait=hei > wid, pad=pad, border=b
+        origin=(y0, x0),
+        rows=np.clip(y0 + np.arange(inhei), 0, hei - 1),
+        cols=np.clip(x0 + np.arange(inwid), 0, wid - 1),
+        portrait=portrait,
+        pad=pad,
+        border=b,
     )
 
 
@@ -549,36 +544,28 @@ def mean_for_input(
         raise ConfigError(f"mean_alignment must be one of {', '.join(MEAN_ALIGNMENTS)}, got {mean_alignment!r}")
     flat, hm, wm = _mean_parts(mean)
     inhei, inwid = input_hw
-    hei, wid = resized_hw
     if hm < inhei or wm < inwid:
         raise ModelError(f"mean image {hm}x{wm} is smaller than the net input {inhei}x{inwid}")
-    h = np.arange(inhei)
-    w = np.arange(inwid)
-    portrait = hei > wid
+    plan = crop_pad_plan(resized_hw[0], resized_hw[1], baseimgsize, inhei, inwid)
+    h, w = np.arange(inhei), np.arange(inwid)
     if mean_alignment == "original":
+        # the crop's index plan with the mean's offsets: the long side from Bm, the short side centred in the
+        # mean, or the image's own (clipped) indices where the image was padded
         bm = min((hm - inhei) // 2, (wm - inwid) // 2)
-        if portrait:
+        if plan.portrait:
             r = bm + h
-            c = (wm - inwid) // 2 + w if wid >= inwid else np.clip(w - (inwid - wid) // 2, 0, wid - 1)
+            c = plan.cols if plan.pad is not None else (wm - inwid) // 2 + w
         else:
             c = bm + w
-            r = (hm - inhei) // 2 + h if hei >= inhei else np.clip(h - (inhei - hei) // 2, 0, hei - 1)
-        k = r[:, None] + c[None, :] * hm
-        return flat[:, k]
-    # centred
-    b = (baseimgsize - max(inhei, inwid)) // 2
-    if portrait:
-        y0 = b
-        x0 = (wid - inwid) // 2 if wid >= inwid else -((inwid - wid) // 2)
-    else:
-        x0 = b
-        y0 = (hei - inhei) // 2 if hei >= inhei else -((inhei - hei) // 2)
+            r = plan.rows if plan.pad is not None else (hm - inhei) // 2 + h
+        return flat[:, r[:, None] + c[None, :] * hm]
 
     def offset(m: int, s: int) -> int:
         return (m - s) // 2 if m >= s else -((s - m) // 2)
 
-    r = np.clip(y0 + h + offset(hm, hei), 0, hm - 1)
-    c = np.clip(x0 + w + offset(wm, wid), 0, wm - 1)
+    y0, x0 = plan.origin
+    r = np.clip(y0 + h + offset(hm, resized_hw[0]), 0, hm - 1)
+    c = np.clip(x0 + w + offset(wm, resized_hw[1]), 0, wm - 1)
     if getattr(mean, "row_major", True):
         planes = flat.reshape(3, hm, wm)
     else:

@@ -10,16 +10,18 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 
 import click
 
 from . import __version__
+from .api import load
 from .batch import Plan, Shard, run_entries
 from .config import load_config
 from .errors import LrpError
 from .filelist import FileListLineError, iter_filelist
 from .render import COLORMAPS
-from .run import Demo, OutputOptions, Result, build_explainer, build_net
+from .run import Demo, OutputOptions, Result
 
 
 def _show_rules(ctx: click.Context, param, config: str | None) -> None:
@@ -27,8 +29,7 @@ def _show_rules(ctx: click.Context, param, config: str | None) -> None:
     if config is None or ctx.resilient_parsing:
         return
     try:
-        settings = load_config(config)
-        click.echo(build_explainer(build_net(settings), settings).describe_rules(), nl=False)
+        click.echo(load(config).rules(), nl=False)
     except LrpError as exc:
         click.echo(f"{ctx.info_name}: error: {exc}", err=True)
         ctx.exit(1)
@@ -89,78 +90,129 @@ def lrp_parallel_demo(**kwargs):
     sys.exit(_main("lrp-parallel-demo", None, **kwargs))
 
 
-def _main(program, batch_size, config, filelist, prependpath, minimal_output, original_names, colormap, overlay,
-          npy, jobs, threads, backend, scheduler, shard, skip_existing, default_target, json_lines, fail_fast,
-          quiet) -> int:
-    started = time.perf_counter()
+@dataclass(frozen=True)
+class _Args:
+    """The command line, as click parsed it."""
 
-    def say(message):
-        click.echo(f"{program}: {message}", err=True)
+    config: str
+    filelist: str
+    prependpath: str
+    minimal_output: bool
+    original_names: bool
+    colormap: str | None
+    overlay: bool
+    npy: bool
+    jobs: int
+    threads: int | None
+    backend: str
+    scheduler: str | None
+    shard: str | None
+    skip_existing: bool
+    default_target: int | None
+    json_lines: bool
+    fail_fast: bool
+    quiet: bool
 
-    try:
-        settings = load_config(config)
-        options = OutputOptions(minimal_output, original_names, colormap, overlay, npy)
-        demo = Demo(settings, options)
-        if threads is None:
-            threads = 1 if backend == "dask" else max(1, (os.cpu_count() or 1) // jobs)
-        if batch_size == "auto":  # from stdin, one at a time: a result must not wait for lines not yet written
-            batch_size = 1 if filelist == "-" else 2 * threads
-        plan = Plan(
-            batch_size=batch_size or max(1, demo.net.input_shape[0]),
-            threads=threads,
-            jobs=jobs,
-            backend=backend,
-            scheduler=scheduler,
-            shard=Shard.parse(shard) if shard else Shard(),
-            skip_existing=skip_existing,
-        )
-        target = default_target if default_target is not None else settings.default_target
-        entries = iter_filelist(filelist, prependpath, target, stdin=sys.stdin.buffer if filelist == "-" else None)
-        results = run_entries(settings, options, entries, plan, demo)
+
+def _plan(args: _Args, demo: Demo, batch_size: int | str | None) -> Plan:
+    """How to run: the command line's choices, and the defaults that depend on the machine and the input."""
+    threads = args.threads
+    if threads is None:
+        threads = 1 if args.backend == "dask" else max(1, (os.cpu_count() or 1) // args.jobs)
+    if batch_size == "auto":  # from stdin, one at a time: a result must not wait for lines not yet written
+        batch_size = 1 if args.filelist == "-" else 2 * threads
+    return Plan(
+        batch_size=batch_size or max(1, demo.model.net.input_shape[0]),
+        threads=threads,
+        jobs=args.jobs,
+        backend=args.backend,
+        scheduler=args.scheduler,
+        shard=Shard.parse(args.shard) if args.shard else Shard(),
+        skip_existing=args.skip_existing,
+    )
+
+
+class _Report:
+    """Follows the results: counts them, prints failures (and JSON lines), shows progress on a terminal."""
+
+    def __init__(self, program: str, args: _Args):
+        self.program, self.args = program, args
+        self.done = self.skipped = 0
+        self.failures: list[str] = []
+
+    def say(self, message: str) -> None:
+        click.echo(f"{self.program}: {message}", err=True)
+
+    def follow(self, results) -> None:
         progress = None
-        if not quiet and sys.stderr.isatty():
+        if not self.args.quiet and sys.stderr.isatty():
             from tqdm import tqdm
 
-            progress = tqdm(results, unit="img", file=sys.stderr, leave=False)
-            results = progress
-        done = skipped = 0
-        failures: list[str] = []
-        for result in results:
-            failure = None
-            if isinstance(result, FileListLineError):
-                failure = str(result)
-            elif result.error:
-                path = result.entry.path
-                failure = result.error if path in result.error else f"{path}: {result.error}"
-            else:
-                skipped += result.skipped
-                done += not result.skipped
-            if json_lines:
-                _print_json(result) if isinstance(result, Result) else _print_line_error(result)
-            if failure:
-                failures.append(failure)
-                if not quiet:
-                    message = f"{program}: failed: {failure}"
-                    progress.write(message, file=sys.stderr) if progress else click.echo(message, err=True)
-                if fail_fast:
-                    say("stopping at the first failure (--fail-fast)")
+            progress = results = tqdm(results, unit="img", file=sys.stderr, leave=False)
+        try:
+            for result in results:
+                if self.record(result, progress) and self.args.fail_fast:
+                    self.say("stopping at the first failure (--fail-fast)")
                     break
-        if progress is not None:
-            progress.close()
+        finally:
+            if progress is not None:
+                progress.close()
+
+    def record(self, result: Result | FileListLineError, progress) -> bool:
+        """Account for one result; True when it is a failure."""
+        if self.args.json_lines:
+            if isinstance(result, Result):
+                _print_json(result)
+            else:
+                _print_line_error(result)
+        if isinstance(result, FileListLineError):
+            failure = str(result)
+        elif result.error:
+            path = result.entry.path
+            failure = result.error if path in result.error else f"{path}: {result.error}"
+        else:
+            self.skipped += result.skipped
+            self.done += not result.skipped
+            return False
+        self.failures.append(failure)
+        if not self.args.quiet:
+            message = f"{self.program}: failed: {failure}"
+            if progress is not None:
+                progress.write(message, file=sys.stderr)
+            else:
+                click.echo(message, err=True)
+        return True
+
+    def summary(self, seconds: float) -> int:
+        summary = f"{self.done} done, {len(self.failures)} failed"
+        if self.skipped:
+            summary += f", {self.skipped} skipped (outputs exist)"
+        self.say(f"{summary} in {seconds:.1f} s")
+        for failure in self.failures:
+            self.say(f"failed: {failure}")
+        return 1 if self.failures else 0
+
+
+def _main(program: str, batch_size: int | str | None, **options) -> int:
+    started = time.perf_counter()
+    args = _Args(**options)
+    report = _Report(program, args)
+    try:
+        config = load_config(args.config)
+        outputs = OutputOptions(args.minimal_output, args.original_names, args.colormap, args.overlay, args.npy)
+        demo = Demo(config, outputs)
+        plan = _plan(args, demo, batch_size)
+        target = args.default_target if args.default_target is not None else config.default_target
+        stdin = sys.stdin.buffer if args.filelist == "-" else None
+        entries = iter_filelist(args.filelist, args.prependpath, target, stdin=stdin)
+        report.follow(run_entries(config, outputs, entries, plan, demo))
     except LrpError as exc:
-        say(f"error: {exc}")
+        report.say(f"error: {exc}")
         return 1
     except KeyboardInterrupt:
-        say("interrupted")
+        report.say("interrupted")
         return 130
-    seconds = time.perf_counter() - started
-    summary = f"{done} done, {len(failures)} failed"
-    if skipped:
-        summary += f", {skipped} skipped (outputs exist)"
-    say(f"{summary} in {seconds:.1f} s")
-    for failure in failures:
-        say(f"failed: {failure}")
-    return 1 if failures else 0
+    return report.summary(time.perf_counter() - started)
 
 
 def _print_line_error(error: FileListLineError) -> None:

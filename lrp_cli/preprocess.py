@@ -43,6 +43,7 @@ __all__ = [
     "choose_filter",
     "crop_pad",
     "crop_pad_plan",
+    "decode_image",
     "filter_taps",
     "load_image",
     "mean_for_input",
@@ -211,6 +212,15 @@ def load_image(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MA
         if "truncated" in text.lower() or isinstance(exc, EOFError):
             raise ImageError(f"{name}: truncated image data ({text})") from None
         raise ImageError(f"{name}: corrupt or unreadable image ({type(exc).__name__}: {text})") from None
+
+
+def decode_image(image: Image.Image) -> DecodedImage:
+    """A PIL image (already opened, e.g. in a notebook) as :func:`load_image` would decode it from a file."""
+    try:
+        image.load()
+        return _decode_frame(image, image.format)
+    except (ValueError, OSError) as exc:
+        raise ImageError(f"{getattr(image, 'filename', '') or '<image>'}: cannot use the image ({exc})") from None
 
 
 def _one_line(exc: BaseException) -> str:

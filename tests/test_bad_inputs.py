@@ -407,21 +407,21 @@ def test_fail_fast_stops_at_the_bad_image_with_one_line(tmp_path, monkeypatch):
 
 def test_a_write_failure_midway_leaves_none_of_that_entrys_outputs(tmp_path, monkeypatch):
     """The disk fails on the third file of an entry: its first two files are removed again, the next entry runs."""
-    import lrp_cli.run
+    import lrp_cli.api
     from lrp_cli.outputs import OutputError
 
     stage = Stage(tmp_path)
     stage.write("someimages/bad.jpg", _jpeg_bytes(50, 70, seed=3))
     stage.filelist([GOOD_LINES[0], "someimages/bad.jpg -1", GOOD_LINES[1]])
     monkeypatch.chdir(stage.work)
-    real = lrp_cli.run.write_rawhm
+    real = lrp_cli.api.write_rawhm
 
     def failing(path, rawhm):
         if "bad.jpg" in str(path):
             raise OutputError(f"{path}: cannot write: No space left on device")
         real(path, rawhm)
 
-    monkeypatch.setattr(lrp_cli.run, "write_rawhm", failing)
+    monkeypatch.setattr(lrp_cli.api, "write_rawhm", failing)
     result = CliRunner().invoke(lrp_demo, ["config.txt", "filelist.txt", ".", "--quiet"])
     assert result.exit_code == 1
     assert result.stderr.splitlines()[-1] == (

@@ -216,13 +216,15 @@ def timed_runs(step, runs: int, warmup: int, cpu: list[float] | None = None) -> 
 
 def measure_lrp_cli(job: Job) -> dict:
     from lrp_cli.caffe import load_model
+    from lrp_cli.composite import RelevanceSettings
     from lrp_cli.explain import Explainer
     from lrp_cli.net import Net
 
     start = time.perf_counter()
     net = Net(load_model(job.model.prototxt, job.model.caffemodel))
     load_s = time.perf_counter() - start
-    explainer = Explainer(net, job.formula, job.epsilon, job.beta, -1, -1, 0, 1000)
+    settings = RelevanceSettings(job.formula, job.epsilon, job.beta, aux=-1, last_layer_index=-1)
+    explainer = Explainer(net, settings, 1000)
     images = synthetic_images(job.batch, net.input_shape[1:])
     targets = [-1] * job.batch
     cpu: list[float] = []

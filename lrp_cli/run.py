@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .blobs import load_blob
 from .caffe import load_model, read_mean
 from .config import Config
-from .errors import ConfigError, ImageError, LrpError, ModelError, RelevanceError
+from .errors import ConfigError, LrpError, ModelError, RelevanceError
 from .explain import Explainer
 from .filelist import FileListEntry
 from .net import Net
@@ -182,23 +183,11 @@ class Demo:
                 f"(the start layer has {self.class_count} outputs)"
             )
         if entry.is_blob:
-            return Prepared(entry, paths, self._load_blob(entry.path), None, None)
+            return Prepared(entry, paths, load_blob(entry.path, self.net.input_shape[1:]), None, None)
         pre = preprocess_image(
             entry.path, self.config.baseimgsize, self.input_hw, self.mean, self.config.mean_alignment
         )
         return Prepared(entry, paths, pre.blob, pre.as_inputted, pre.mean_bgr)
-
-    def _load_blob(self, path: str) -> np.ndarray:
-        try:
-            blob = np.load(path, allow_pickle=False)
-        except FileNotFoundError:
-            raise ImageError(f"{path}: no such file") from None
-        except (OSError, ValueError) as exc:
-            raise ImageError(f"{path}: not a readable .npy array ({exc})") from None
-        expected = self.net.input_shape[1:]
-        if blob.shape != expected or not np.issubdtype(blob.dtype, np.number):
-            raise ImageError(f"{path}: expected a numeric array of shape {expected}, got {blob.dtype} {blob.shape}")
-        return blob.astype(np.float32)
 
     def run(self, entries: list[FileListEntry], threads: int = 1) -> list[Result]:
         """Explain entries as one batch (those that preprocess) in ``threads`` threads, write their outputs; one

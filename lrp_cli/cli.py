@@ -18,6 +18,7 @@ from .batch import Plan, Shard, run_entries
 from .config import load_config
 from .errors import LrpError
 from .filelist import FileListLineError, iter_filelist
+from .files import display_path
 from .render import COLORMAPS
 from .run import Demo, OutputOptions, Result
 
@@ -115,7 +116,7 @@ def _main(program, batch_size, config, filelist, prependpath, minimal_output, or
             if isinstance(result, FileListLineError):
                 failure = str(result)
             elif result.error:
-                path = result.entry.path
+                path = display_path(result.entry.path)
                 failure = result.error if path in result.error else f"{path}: {result.error}"
             else:
                 skipped += result.skipped

@@ -5,8 +5,6 @@ config + file list → model → preprocess → forward → initial relevance �
 
 from __future__ import annotations
 
-import contextlib
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +18,17 @@ from .errors import ConfigError, LrpError, ModelError, RelevanceError
 from .explain import Explainer
 from .filelist import FileListEntry
 from .net import Net
-from .outputs import OutputError, OutputPaths, output_paths, write_npy, write_png, write_rawhm, write_topten
+from .outputs import (
+    OutputPaths,
+    check_output_name,
+    format_rawhm,
+    format_topten,
+    npy_bytes,
+    output_paths,
+    png_bytes,
+    remove_stale_temps,
+    write_files,
+)
 from .preprocess import preprocess_image
 from .render import colorize, overlay
 from .rules import formula
@@ -172,11 +180,18 @@ class Demo:
                 files.append(paths.as_inputted)
         if self.options.npy:
             files.append(paths.npy)
+        for path in files:  # refused before any work: a name that cannot be created
+            check_output_name(path, entry.path)
         return files
+
+    def remove_stale_temps(self, entry: FileListEntry) -> list[str]:
+        """Remove the temporary files a killed run left for any output of this entry; returns their paths."""
+        return remove_stale_temps(self._paths(entry).every_kind())
 
     def prepare(self, entry: FileListEntry) -> Prepared:
         """Check the entry and preprocess its image (or load its .npy blob); raises LrpError."""
         paths = self._paths(entry)
+        self.output_files(entry)  # names that cannot be created fail the entry before its image is read
         if entry.target >= self.class_count:
             raise LrpError(
                 f"{entry.source} line {entry.line}: class {entry.target} for {entry.path} is out of range "
@@ -197,6 +212,7 @@ class Demo:
         prepared: list[Prepared] = []
         for entry in entries:
             try:
+                self.remove_stale_temps(entry)
                 prepared.append(self.prepare(entry))
             except LrpError as exc:
                 results[id(entry)].error = str(exc)
@@ -236,29 +252,17 @@ class Demo:
         result.top = [(int(c), self.synsets[c], float(scores[c])) for c in ranking[:5]]
         result.classes = explanation.classes[n]
         files = self.output_files(item.entry)
-        for path in files:  # refuse before writing anything: no half set of outputs
-            if os.path.isdir(path):
-                raise OutputError(f"{path}: cannot write: a directory of that name is in the way")
 
         def heatmap():
             colored = colorize(rawhm, self.colormap)
             return overlay(colored, item.as_inputted) if options.overlay and item.as_inputted is not None else colored
 
-        writers = {
-            paths.heatmap: lambda path: write_png(path, heatmap()),
-            paths.topten: lambda path: write_topten(path, ranked),
-            paths.rawhm: lambda path: write_rawhm(path, rawhm),
-            paths.as_inputted: lambda path: write_png(path, item.as_inputted),
-            paths.npy: lambda path: write_npy(path, rawhm.astype(np.float32)),
+        encoders = {
+            paths.heatmap: lambda: png_bytes(heatmap()),
+            paths.topten: lambda: format_topten(ranked).encode("ascii"),
+            paths.rawhm: lambda: format_rawhm(rawhm).encode("ascii"),
+            paths.as_inputted: lambda: png_bytes(item.as_inputted),
+            paths.npy: lambda: npy_bytes(rawhm.astype(np.float32)),
         }
-        written = []
-        try:
-            for path in files:
-                writers[path](path)
-                written.append(path)
-        except LrpError:
-            for path in written:  # an entry that failed leaves none of its outputs behind
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
-            raise
-        result.files = written
+        # every file or none; an earlier run's complete outputs are only ever replaced by complete new ones
+        result.files = write_files((path, encoders[path]()) for path in files)

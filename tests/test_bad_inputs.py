@@ -405,26 +405,32 @@ def test_fail_fast_stops_at_the_bad_image_with_one_line(tmp_path, monkeypatch):
     assert {p.name for p in stage.path("output/someimages").iterdir()} == {f"good1.jpg{s}" for s in SUFFIXES}
 
 
-def test_a_write_failure_midway_leaves_none_of_that_entrys_outputs(tmp_path, monkeypatch):
-    """The disk fails on the third file of an entry: its first two files are removed again, the next entry runs."""
-    import lrp_cli.run
-    from lrp_cli.outputs import OutputError
+def test_a_write_failure_midway_keeps_the_earlier_run_s_outputs(tmp_path, monkeypatch):
+    """The disk fails on the third file of an entry: none of its new files appear, the complete outputs an earlier
+    run wrote for it stay byte for byte, no temporary file is left, and the next entry runs."""
+    import lrp_cli.outputs
 
     stage = Stage(tmp_path)
     stage.write("someimages/bad.jpg", _jpeg_bytes(50, 70, seed=3))
-    stage.filelist([GOOD_LINES[0], "someimages/bad.jpg -1", GOOD_LINES[1]])
+    stage.filelist(["someimages/bad.jpg -1"])
     monkeypatch.chdir(stage.work)
-    real = lrp_cli.run.write_rawhm
+    assert CliRunner().invoke(lrp_demo, ["config.txt", "filelist.txt", ".", "--quiet"]).exit_code == 0
+    earlier = _snapshot(stage.path("output"), stage.path("nothing"))
+    stage.write("someimages/bad.jpg", _jpeg_bytes(70, 50, seed=5))  # a new photo under the same name
+    stage.filelist([GOOD_LINES[0], "someimages/bad.jpg -1", GOOD_LINES[1]])
+    real = lrp_cli.outputs._stage
 
-    def failing(path, rawhm):
-        if "bad.jpg" in str(path):
-            raise OutputError(f"{path}: cannot write: No space left on device")
-        real(path, rawhm)
+    def failing(target, data):
+        if target.endswith("bad.jpg_rawhm.txt"):
+            raise lrp_cli.outputs.OutputError(f"{target}: cannot write: No space left on device")
+        return real(target, data)
 
-    monkeypatch.setattr(lrp_cli.run, "write_rawhm", failing)
+    monkeypatch.setattr(lrp_cli.outputs, "_stage", failing)
     result = CliRunner().invoke(lrp_demo, ["config.txt", "filelist.txt", ".", "--quiet"])
     assert result.exit_code == 1
     assert result.stderr.splitlines()[-1] == (
         f"{PROG}: failed: ./output/someimages/bad.jpg_rawhm.txt: cannot write: No space left on device")
-    assert {p.name for p in stage.path("output/someimages").iterdir()} == {
-        f"{name}{s}" for name in ("good1.jpg", "good2.png") for s in SUFFIXES}
+    after = _snapshot(stage.path("output"), stage.path("nothing"))
+    assert {k: v for k, v in after.items() if "bad.jpg" in k} == {k: v for k, v in earlier.items() if "bad.jpg" in k}
+    assert sorted(p.name for p in stage.path("output/someimages").iterdir()) == sorted(
+        f"{name}{s}" for name in ("good1.jpg", "good2.png", "bad.jpg") for s in SUFFIXES)

@@ -67,11 +67,14 @@ def open_regular(
     what: str,
     error: type[LrpError],
     max_bytes: int | None = None,
+    limit: str | None = None,
+    *,
     empty_ok: bool = False,
 ) -> BinaryIO:
     """Open ``path`` for binary reading if it is a non-empty regular file of at most ``max_bytes`` bytes.
 
-    ``what`` names the kind of file in messages ("image", "caffemodel", …). The file is opened without blocking
+    ``what`` names the kind of file in messages ("image", "caffemodel", …), ``limit`` what ``max_bytes`` is
+    (default: "the most a <what> can be"). The file is opened without blocking
     (a FIFO with no writer would otherwise hang here) and checked with ``fstat`` on the open descriptor, so a
     symlink is judged by what it points to. Raises ``error("<path>: cannot read <what>: <problem>")``.
     """
@@ -90,8 +93,8 @@ def open_regular(
             raise error(f"{name}: cannot read {what}: empty file")
         if max_bytes is not None and info.st_size > max_bytes:
             raise error(
-                f"{name}: {what} is {describe_size(info.st_size)}, larger than any {what} can be "
-                f"(at most {describe_size(max_bytes)})"
+                f"{name}: {what} is {describe_size(info.st_size)}, larger than {limit or f'the most a {what} can be'} "
+                f"({describe_size(max_bytes)})"
             )
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")

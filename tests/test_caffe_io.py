@@ -2,6 +2,7 @@
 
 import ast
 import math
+import os
 import struct
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 from conftest import REFERENCE, ROOT, SHARED
 from google.protobuf import descriptor_pool
 
-from lrp_cli.caffe import caffe_pb2, load_model, read_caffemodel, read_mean, read_prototxt
+from lrp_cli.caffe import caffe_pb2, caffemodel, load_model, read_caffemodel, read_mean, read_prototxt
 from lrp_cli.caffe.mean import MeanImage
 from lrp_cli.caffe.prototxt import parse_prototxt
 from lrp_cli.errors import ModelError
@@ -442,6 +443,95 @@ def test_caffemodel_protobuf_fast_path_matches_plain_protobuf(googlenet_model_di
         for a, b in zip(fast[name], slow[name], strict=True):
             assert a.shape == b.shape
             np.testing.assert_array_equal(a, b)
+
+
+def _one_layer_caffemodel(path, **blob_fields):
+    net = caffe_pb2.NetParameter()
+    net.layer.add(name="fc7", type="InnerProduct").blobs.add(**blob_fields)
+    path.write_bytes(net.SerializeToString())
+    return path
+
+
+def test_a_caffemodel_above_caffes_2_gib_limit_is_refused_without_reading_it(tmp_path, monkeypatch):
+    path = tmp_path / "sparse.caffemodel"
+    with open(path, "wb") as f:
+        f.truncate(100 * 2**30)  # truncate -s 100G: no data blocks
+    monkeypatch.setattr(caffemodel.mmap, "mmap", None)  # reading would fail with a TypeError
+    with pytest.raises(ModelError, match=r"sparse\.caffemodel: caffemodel is 100\.0 GiB, larger than Caffe's protobuf "
+                       r"limit for a caffemodel \(2\.0 GiB\)$"):
+        read_caffemodel(path)
+
+
+def test_zero_padding_after_the_layers_is_found_at_its_first_byte(tmp_path, tiny_model_dir):
+    path = tmp_path / "padded.caffemodel"
+    data = (tiny_model_dir / "tiny" / "tiny_seed3.caffemodel").read_bytes()
+    with open(path, "wb") as f:
+        f.write(data)
+        f.truncate(2**31 - 1)  # the largest size Caffe reads, mostly a hole
+    start = time.process_time()
+    with pytest.raises(ModelError, match=r"padded\.caffemodel: truncated or corrupt caffemodel, after 3 layer\(s\): "
+                       r"field number 0 \(zero bytes where a field should begin\)$"):
+        read_caffemodel(path)
+    assert time.process_time() - start < 1.0  # CPU seconds: the 2 GiB hole is never read
+
+
+@pytest.mark.parametrize(
+    "fields, count",
+    [
+        ({"shape": caffe_pb2.BlobShape(dim=[2, 3]), "data": [1, 2, float("nan"), 4, 5, 6]}, 1),
+        ({"shape": caffe_pb2.BlobShape(dim=[3]), "data": [float("inf"), 0, float("-inf")]}, 2),
+        ({"shape": caffe_pb2.BlobShape(dim=[2]), "double_data": [1e300, 1.0]}, 1),  # beyond float32
+        ({"num": 1, "channels": 1, "height": 1, "width": 2, "data": [0.5, float("nan")]}, 1),
+    ],
+    ids=["nan", "inf", "double-overflow", "legacy-shape-nan"],
+)
+def test_non_finite_weights_are_a_model_error_naming_file_and_layer(tmp_path, fields, count):
+    path = _one_layer_caffemodel(tmp_path / "w.caffemodel", **fields)
+    with pytest.raises(ModelError, match=rf"w\.caffemodel: layer 'fc7' blob 0 holds {count} non-finite weight\(s\) "
+                       r"\(NaN, ±Inf or beyond the float32 range\)$"):
+        read_caffemodel(path)
+
+
+def test_a_huge_declared_shape_is_refused_before_anything_is_allocated(tmp_path, monkeypatch):
+    path = _one_layer_caffemodel(tmp_path / "h.caffemodel", shape=caffe_pb2.BlobShape(dim=[2**32, 2**32]), data=[1])
+    real_empty = np.empty
+    monkeypatch.setattr(np, "empty", lambda n, *a, **k: real_empty(n, *a, **k) if np.prod(n) < 100 else 1 / 0)
+    with pytest.raises(ModelError, match=r"h\.caffemodel: truncated or corrupt caffemodel, in layer 'fc7': blob 0 "
+                       r"declares shape \(4294967296, 4294967296\) but holds 1 values$"):
+        read_caffemodel(path)
+
+
+def test_double_payloads_are_converted_in_chunks_exactly(tmp_path, monkeypatch):
+    values = np.random.default_rng(4).standard_normal(1001) * 100
+    path = _one_layer_caffemodel(tmp_path / "d.caffemodel", shape=caffe_pb2.BlobShape(dim=[7, 143]),
+                                 double_data=values.tolist())
+    monkeypatch.setattr(caffemodel, "_COPY_CHUNK", 64)  # 8 doubles per read: many chunks and a short last one
+    (blob,) = read_caffemodel(path)["fc7"]
+    assert blob.dtype == np.float32 and blob.shape == (7, 143)
+    np.testing.assert_array_equal(blob.reshape(-1), values.astype(np.float32))
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "directory"])
+def test_a_caffemodel_that_is_not_a_regular_file_is_refused(tmp_path, kind):
+    path = tmp_path / "m.caffemodel"
+    {"fifo": lambda: os.mkfifo(path), "dev-zero": lambda: path.symlink_to("/dev/zero"), "directory": path.mkdir}[kind]()
+    with pytest.raises(ModelError, match=r"m\.caffemodel: cannot read caffemodel: not a regular file \(.*\)$"):
+        read_caffemodel(path)
+
+
+def test_loading_caffenet_takes_about_its_weights_in_memory_not_twice_the_file(caffenet_model_dir):
+    """Peak RSS of a fresh process reading the 233 MB CaffeNet: the weights plus a little (it was 2x the file)."""
+    path = caffenet_model_dir / "caffenet" / "caffenet_seed1.caffemodel"
+    script = (
+        "import resource, sys; from lrp_cli.caffe import read_caffemodel; "
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; w = read_caffemodel(sys.argv[1]); "
+        "print(before * 1024, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "
+        "sum(b.nbytes for v in w.values() for b in v))"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, check=True)
+    before, peak, weights = (int(v) for v in done.stdout.split())
+    assert weights > 0.99 * path.stat().st_size
+    assert peak - before < weights + 40 * 2**20, (peak - before, weights)
 
 
 def _tiny_prototxt_with(tmp_path, old, new):

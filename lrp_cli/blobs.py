@@ -10,14 +10,16 @@ entry fails, the run goes on) whose one line names the file.
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Callable
 
 import numpy as np
 
-from .errors import ImageError
-from .files import MAX_ARRAY_BYTES, count_nonfinite, display_path, open_regular
+from .errors import ImageError, LrpError
+from .files import MAX_ARRAY_BYTES, count_nonfinite, describe_size, display_path, open_regular
 
-__all__ = ["load_blob"]
+__all__ = ["load_blob", "read_npy"]
 
 _NPY_MAGIC = b"\x93NUMPY"
 _MAX_HEADER_BYTES = 1 << 16  # numpy writes headers of a few hundred bytes
@@ -47,31 +49,12 @@ def load_blob(path: str | os.PathLike, shape: tuple[int, ...]) -> np.ndarray:
     order, any integer or float dtype); raises ImageError naming the file."""
     name = display_path(path)
     expected = tuple(int(d) for d in shape)
-    with open_regular(path, "input blob", ImageError) as f:
-        size = os.fstat(f.fileno()).st_size
-        head = f.read(len(_NPY_MAGIC))
-        if head != _NPY_MAGIC:
-            raise ImageError(f"{name}: not a .npy array: {_what_is(head + f.read(506))}")
-        dtype, declared, fortran = _read_header(f, name, size)
-        if dtype.kind not in "iuf":
-            what = _KIND_NAMES.get(dtype.kind, "non-numeric data")
-            raise ImageError(f"{name}: holds {what} (dtype {dtype}), not real numbers")
+
+    def check(dtype: np.dtype, declared: tuple[int, ...]) -> None:
         if declared != expected:
             raise ImageError(f"{name}: expected a numeric array of shape {expected}, got {dtype} {declared}")
-        count = int(np.prod(declared, dtype=np.int64))
-        data_bytes = count * dtype.itemsize
-        if data_bytes > MAX_ARRAY_BYTES:  # only with a huge net input; refused before allocating
-            raise ImageError(f"{name}: {data_bytes} bytes of data exceed the memory budget for one blob")
-        available = size - f.tell()
-        if available < data_bytes:
-            raise ImageError(
-                f"{name}: truncated .npy array: the header declares {data_bytes} bytes of data, the file holds "
-                f"{available}"
-            )
-        flat = np.empty(count, dtype)
-        if f.readinto(memoryview(flat).cast("B")) != data_bytes:
-            raise ImageError(f"{name}: the file changed while it was read")
-    values = flat.reshape(declared, order="F" if fortran else "C")
+
+    values = read_npy(path, "input blob", ImageError, check)
     with np.errstate(over="ignore", invalid="ignore"):
         blob = np.ascontiguousarray(values, dtype=np.float32)
     bad = count_nonfinite(blob)
@@ -81,27 +64,70 @@ def load_blob(path: str | os.PathLike, shape: tuple[int, ...]) -> np.ndarray:
     return blob
 
 
-def _read_header(f, name: str, size: int) -> tuple[np.dtype, tuple[int, ...], bool]:
+def read_npy(
+    path: str | os.PathLike,
+    what: str,
+    error: type[LrpError],
+    check: Callable[[np.dtype, tuple[int, ...]], None],
+    max_bytes: int = MAX_ARRAY_BYTES,
+) -> np.ndarray:
+    """The real-valued array of a ``.npy`` file, in its stored dtype (C order).
+
+    ``check(dtype, shape)`` raises for a shape the caller cannot use; it runs on the header, before any data is
+    read or allocated, and so do the checks that the data fits in the file and in ``max_bytes``. ``what`` names
+    the kind of file ("input blob", "mean file"); problems are ``error`` with one line naming the file.
+    """
+    name = display_path(path)
+    with open_regular(path, what, error) as f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(len(_NPY_MAGIC))
+        if head != _NPY_MAGIC:
+            raise error(f"{name}: not a .npy array: {_what_is(head + f.read(506))}")
+        dtype, declared, fortran = _read_header(f, name, size, error)
+        if dtype.kind not in "iuf":
+            kind = _KIND_NAMES.get(dtype.kind, "non-numeric data")
+            raise error(f"{name}: holds {kind} (dtype {dtype}), not real numbers")
+        check(dtype, declared)
+        count = math.prod(declared)
+        data_bytes = count * dtype.itemsize
+        if data_bytes > max_bytes:
+            raise error(
+                f"{name}: the {what}'s {describe_size(data_bytes)} of data exceed the "
+                f"{describe_size(max_bytes)} memory budget for one array"
+            )
+        available = size - f.tell()
+        if available < data_bytes:
+            raise error(
+                f"{name}: truncated .npy array: the header declares {data_bytes} bytes of data, the file holds "
+                f"{available}"
+            )
+        flat = np.empty(count, dtype)
+        if f.readinto(memoryview(flat).cast("B")) != data_bytes:
+            raise error(f"{name}: the file changed while it was read")
+    return np.ascontiguousarray(flat.reshape(declared, order="F" if fortran else "C"))
+
+
+def _read_header(f, name: str, size: int, error: type[LrpError]) -> tuple[np.dtype, tuple[int, ...], bool]:
     """dtype, shape and Fortran-order flag of a .npy header (the file is positioned after its magic string)."""
     version = f.read(2)
     readers = {b"\x01\x00": (np.lib.format.read_array_header_1_0, "<u2"),
                b"\x02\x00": (np.lib.format.read_array_header_2_0, "<u4")}
     if version not in readers:
         shown = ".".join(str(b) for b in version)
-        raise ImageError(f"{name}: unsupported .npy format version {shown or 'missing'} (1.0 and 2.0 are read)")
+        raise error(f"{name}: unsupported .npy format version {shown or 'missing'} (1.0 and 2.0 are read)")
     reader, length_type = readers[version]
     start = f.tell()
     width = np.dtype(length_type).itemsize
     length_bytes = f.read(width)
     length = int(np.frombuffer(length_bytes, length_type)[0]) if len(length_bytes) == width else -1
     if not 0 < length <= min(size - f.tell(), _MAX_HEADER_BYTES):  # numpy would read it all before checking
-        raise ImageError(f"{name}: damaged .npy header (declared length {length}, file size {size})")
+        raise error(f"{name}: damaged .npy header (declared length {length}, file size {size})")
     f.seek(start)
     try:
         shape, fortran, dtype = reader(f, max_header_size=_MAX_HEADER_BYTES)
     except Exception as exc:  # noqa: BLE001 - numpy's header parser raises assorted errors on damaged headers
         detail = " ".join(str(exc).split())[:200] if isinstance(exc, ValueError) else "cannot parse it"
-        raise ImageError(f"{name}: damaged .npy header ({detail})") from None
+        raise error(f"{name}: damaged .npy header ({detail})") from None
     return np.dtype(dtype), tuple(int(d) for d in shape), bool(fortran)
 
 

@@ -56,7 +56,7 @@ def file_kind(mode: int) -> str:
 
 def describe_size(size: int) -> str:
     """A byte count for messages: ``123 bytes``, ``4.0 MiB``, ``100.0 GiB``."""
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if size >= scale:
             return f"{size / scale:.1f} {unit}"
     return f"{size} bytes"

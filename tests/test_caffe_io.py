@@ -694,3 +694,84 @@ def test_binaryproto_mean_with_wrong_channels(tmp_path):
     path = _mean_binaryproto(tmp_path / "gray.binaryproto", np.ones((1, 4, 4)))
     with pytest.raises(ModelError, match="gray.binaryproto: mean image has 1 channel"):
         read_mean(path, 1)
+
+
+def _save_npy(path, array):
+    with open(path, "wb") as f:  # np.save(path) would append .npy to the name
+        np.save(f, array)
+
+
+def _npy_with_header_shape(path, shape):
+    """A .npy file whose header declares ``shape`` (float32) but holds a single value."""
+    _save_npy(path, np.zeros(1, np.float32))
+    data = path.read_bytes()
+    length = int.from_bytes(data[8:10], "little")
+    header = data[10 : 10 + length].replace(b"(1,)", repr(shape).encode()).rstrip(b" \n")
+    header = header.ljust(((len(header) + 11) // 64 + 1) * 64 - 11) + b"\n"
+    path.write_bytes(data[:8] + len(header).to_bytes(2, "little") + header + data[10 + length :])
+    return path
+
+
+@pytest.mark.parametrize(
+    "mode, make, problem",
+    [
+        (0, lambda p: p.write_text("3 1 1 104 nan 123"), "the mean holds 1 non-finite value(s)"),
+        (0, lambda p: p.write_text("3 1 2 104 inf 123 -inf 1 2"), "the mean holds 2 non-finite value(s)"),
+        (0, lambda p: p.write_text("3 1 1 104 1e39 123"), "the mean holds 1 non-finite value(s)"),  # > float32
+        (1, lambda p: _mean_binaryproto(p, np.full((3, 2, 2), np.inf)), "the mean holds 12 non-finite value(s)"),
+        (2, lambda p: _save_npy(p, np.full((3, 2, 2), np.nan)), "the mean holds 12 non-finite value(s)"),
+    ],
+    ids=["text-nan", "text-inf", "text-beyond-float32", "binaryproto-inf", "npy-nan"],
+)
+def test_non_finite_means_are_a_model_error_naming_the_file(tmp_path, mode, make, problem):
+    path = tmp_path / "m.mean"
+    make(path)
+    with pytest.raises(ModelError) as error:
+        read_mean(path, mode)
+    assert str(error.value) == f"{path}: {problem} (NaN, ±Inf or beyond the float32 range)"
+
+
+@pytest.mark.parametrize(
+    "mode, make, problem",
+    [
+        (1, lambda p: _npy_with_header_shape(p, (3, 10**6, 10**6)),
+         "mean image 3 x 1000000 x 1000000 would take 21.8 TiB, above the 256.0 MiB memory budget for one array"),
+        (0, lambda p: _npy_with_header_shape(p, (1, 3, 10**6, 10**6)),
+         "mean image 3 x 1000000 x 1000000 would take 21.8 TiB, above the 256.0 MiB memory budget for one array"),
+        (0, lambda p: p.write_text("3 1000000 1000000 1 2 3"),
+         "mean image 3 x 1000000 x 1000000 would take 21.8 TiB, above the 256.0 MiB memory budget for one array"),
+        (1, lambda p: p.write_bytes(caffe_pb2.BlobProto(shape=caffe_pb2.BlobShape(dim=[1, 3, 10**6, 10**6]),
+                                                         data=[1.0]).SerializeToString()),
+         "mean image 3 x 1000000 x 1000000 would take 21.8 TiB, above the 256.0 MiB memory budget for one array"),
+        (1, lambda p: _npy_with_header_shape(p, (3, 100, 100)),
+         "truncated .npy array: the header declares 120000 bytes of data, the file holds 4"),
+        (0, lambda p: p.write_text("3 1 1 " + "7 " * 100_000), "text mean file declares 3x1x1 = 3 values but holds "
+                                                              "far more text"),
+        (0, lambda p: os.mkfifo(p), "cannot read mean file: not a regular file (a named pipe (FIFO))"),
+        (1, lambda p: p.symlink_to("/dev/urandom"), "cannot read mean file: not a regular file (a character device)"),
+        (1, lambda p: open(p, "wb").truncate(100 * 2**30),  # noqa: SIM115 - closed when collected
+         "mean file is 100.0 GiB, larger than the most a mean file can be (64.0 MiB)"),
+        (2, lambda p: _save_npy(p, np.zeros((3, 2, 2), np.complex64)),
+         "holds complex numbers (dtype complex64), not real numbers"),
+        (0, lambda p: p.write_text("3 1 1 104 117 1,5"), "text mean file holds a non-number: '1,5'"),
+    ],
+    ids=["npy-huge", "npy-huge-4d", "text-huge", "binaryproto-huge", "npy-truncated", "text-too-long", "fifo",
+         "dev-urandom", "sparse-100G", "npy-complex", "text-comma"],
+)
+def test_mean_sizes_are_checked_before_allocating(tmp_path, monkeypatch, mode, make, problem):
+    path = tmp_path / "m.mean"
+    make(path)
+    real_empty = np.empty
+    monkeypatch.setattr(np, "empty", lambda n, *a, **k: real_empty(n, *a, **k) if np.prod(n) < 10**6 else 1 / 0)
+    with pytest.raises(ModelError) as error:
+        read_mean(path, mode)
+    assert str(error.value) == f"{path}: {problem}"
+
+
+def test_a_constant_mean_spreads_over_any_canvas_without_memory(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_text("3 1 1 104 117 123")
+    mean = read_mean(path, 0).canvas(100_000, 100_000)
+    assert (mean.height, mean.width) == (100_000, 100_000) and mean.flat.shape == (3, 10**10)
+    assert mean.flat.base is not None and mean.flat.strides[1] == 0  # a broadcast view of the three values
+    assert mean.flat[:, 12345678].tolist() == [104, 117, 123]

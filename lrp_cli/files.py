@@ -17,7 +17,15 @@ import numpy as np
 
 from .errors import LrpError
 
-__all__ = ["MAX_ARRAY_BYTES", "count_nonfinite", "describe_size", "display_path", "file_kind", "open_regular"]
+__all__ = [
+    "MAX_ARRAY_BYTES",
+    "count_nonfinite",
+    "describe_size",
+    "display_path",
+    "file_kind",
+    "open_regular",
+    "text_encoding_problem",
+]
 
 #: Largest array an input file (a mean image, an input blob) may make us allocate: 256 MiB.
 MAX_ARRAY_BYTES = 256 * 2**20
@@ -101,6 +109,29 @@ def open_regular(
     except BaseException:
         os.close(fd)
         raise
+
+
+_BOMS = (
+    (b"\xff\xfe\x00\x00", "UTF-32 text (little-endian byte-order mark)"),
+    (b"\x00\x00\xfe\xff", "UTF-32 text (big-endian byte-order mark)"),
+    (b"\xff\xfe", "UTF-16 text (little-endian byte-order mark)"),
+    (b"\xfe\xff", "UTF-16 text (big-endian byte-order mark)"),
+)
+
+
+def text_encoding_problem(data: bytes) -> str | None:
+    """Why ``data`` is not ASCII-compatible text (UTF-16/32 with or without a byte-order mark, or binary data with
+    NUL bytes), or None. Other bytes (UTF-8, Latin-1) are not judged here."""
+    for bom, what in _BOMS:
+        if data.startswith(bom):
+            return what
+    if b"\0" not in data:
+        return None
+    head = data[:4096]
+    half = len(head) // 2
+    if half >= 2 and max(head[1::2].count(0), head[0::2].count(0)) >= 0.9 * half:  # ASCII in UTF-16: every 2nd byte
+        return "UTF-16 text (no byte-order mark)"
+    return "binary data (it holds NUL bytes)"
 
 
 def _reason(exc: OSError) -> str:

@@ -775,3 +775,31 @@ def test_a_constant_mean_spreads_over_any_canvas_without_memory(tmp_path):
     assert (mean.height, mean.width) == (100_000, 100_000) and mean.flat.shape == (3, 10**10)
     assert mean.flat.base is not None and mean.flat.strides[1] == 0  # a broadcast view of the three values
     assert mean.flat[:, 12345678].tolist() == [104, 117, 123]
+
+
+@pytest.mark.parametrize(
+    "make, problem",
+    [
+        (lambda p: p.write_text(MODELS.joinpath("tiny", "deploy.prototxt").read_text(), encoding="utf-16"),
+         "the prototxt is UTF-16 text (little-endian byte-order mark); save it as UTF-8"),
+        (lambda p: p.write_text(MODELS.joinpath("tiny", "deploy.prototxt").read_text(), encoding="utf-16-be"),
+         "the prototxt is UTF-16 text (no byte-order mark); save it as UTF-8"),
+        (lambda p: p.write_text("name: 'x'", encoding="utf-32"),
+         "the prototxt is UTF-32 text (little-endian byte-order mark); save it as UTF-8"),
+        (lambda p: p.write_bytes(caffe_pb2.NetParameter(name="n", layer=[caffe_pb2.LayerParameter(
+            name="ip", blobs=[caffe_pb2.BlobProto(data=[0.0, 1.0])])]).SerializeToString()),
+         "the prototxt is binary data (it holds NUL bytes), not text (is it a caffemodel?)"),
+        (lambda p: open(p, "wb").truncate(17 * 2**20),  # noqa: SIM115 - closed when collected
+         "prototxt is 17.0 MiB, larger than the most a prototxt can be (16.0 MiB)"),
+        (lambda p: os.mkfifo(p), "cannot read prototxt: not a regular file (a named pipe (FIFO))"),
+        (lambda p: p.symlink_to("/dev/zero"), "cannot read prototxt: not a regular file (a character device)"),
+        (lambda p: p.write_bytes(b""), "cannot read prototxt: empty file"),
+    ],
+    ids=["utf16-bom", "utf16-no-bom", "utf32", "caffemodel", "17-MiB", "fifo", "dev-zero", "empty"],
+)
+def test_a_prototxt_that_is_not_usable_text_is_one_line(tmp_path, make, problem):
+    path = tmp_path / "net.prototxt"
+    make(path)
+    with pytest.raises(ModelError) as error:
+        read_prototxt(path)
+    assert str(error.value) == f"{path}: {problem}"

@@ -78,15 +78,16 @@ def open_regular(
     limit: str | None = None,
     *,
     empty_ok: bool = False,
+    label: str | None = None,
 ) -> BinaryIO:
     """Open ``path`` for binary reading if it is a non-empty regular file of at most ``max_bytes`` bytes.
 
     ``what`` names the kind of file in messages ("image", "caffemodel", …), ``limit`` what ``max_bytes`` is
-    (default: "the most a <what> can be"). The file is opened without blocking
-    (a FIFO with no writer would otherwise hang here) and checked with ``fstat`` on the open descriptor, so a
-    symlink is judged by what it points to. Raises ``error("<path>: cannot read <what>: <problem>")``.
+    (default: "the most a <what> can be"), ``label`` how the file is named (default: ``path``). The file is opened
+    without blocking (a FIFO with no writer would otherwise hang here) and checked with ``fstat`` on the open
+    descriptor, so a symlink is judged by what it points to. Raises ``error("<path>: cannot read <what>: <problem>")``.
     """
-    name = display_path(path)
+    name = display_path(label if label is not None else path)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except ValueError:  # an embedded NUL byte

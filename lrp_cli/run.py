@@ -17,6 +17,7 @@ from .config import Config
 from .errors import ConfigError, LrpError, ModelError, RelevanceError
 from .explain import Explainer
 from .filelist import FileListEntry
+from .files import display_path, open_regular
 from .net import Net
 from .outputs import (
     OutputPaths,
@@ -77,6 +78,9 @@ def build_net(config: Config) -> Net:
         raise ModelError(text if netdef.source in text else f"{netdef.source}: {text}") from None
 
 
+#: Largest synset file read (ImageNet's 1000 class names take 31 KB).
+MAX_SYNSET_BYTES = 64 * 2**20
+
 # Config keys a relevance-settings message can be about (checked in this order); the formula otherwise.
 _RELEVANCE_KEYS = ("auxiliaryvariable_maxlayerindexforflatdistinconv", "alphabeta_beta", "epsstab")
 
@@ -113,10 +117,12 @@ def build_explainer(net: Net, config: Config) -> Explainer:
 
 def read_synsets(path: Path, count: int) -> list[str]:
     """The first ``count`` lines of the synset file (missing lines give empty names, as the original)."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError as exc:
-        raise ModelError(f"{path}: cannot read the synset file ({exc.strerror})") from None
+    with open_regular(path, "synset file", ModelError, MAX_SYNSET_BYTES) as f:
+        try:
+            data = f.read()
+        except OSError as exc:
+            raise ModelError(f"{display_path(path)}: cannot read the synset file ({exc.strerror})") from None
+    lines = data.decode("utf-8", errors="replace").splitlines()
     return (lines + [""] * count)[:count]
 
 
@@ -145,9 +151,9 @@ class Demo:
                 f"({shape[2]}×{shape[3]})"
             )
         self.explainer = build_explainer(self.net, config)
+        self.class_count = self._probe()  # checks numclasses before read_synsets makes a list of that length
         self.synsets = read_synsets(config.synsetfile, config.numclasses)
         self.colormap = options.colormap or config.heatmap_colormap
-        self.class_count = self._probe()
 
     def _probe(self) -> int:
         """Run one blank image so that numclasses and the start layer are checked before any real image."""

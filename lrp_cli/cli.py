@@ -19,6 +19,7 @@ from .config import load_config
 from .errors import LrpError
 from .filelist import FileListLineError, iter_filelist
 from .files import display_path
+from .preprocess import DEFAULT_MAX_PIXELS, RESIZED_FRACTION
 from .render import COLORMAPS
 from .run import Demo, OutputOptions, Result
 
@@ -43,6 +44,9 @@ def _options(command):
         click.option("--scheduler", default=None, help="Dask scheduler address (tcp://host:port) for --backend dask."),
         click.option("--shard", default=None, metavar="I/N", help="Process only list positions p with p %% N == I."),
         click.option("--skip-existing", is_flag=True, help="Skip entries whose outputs all exist (resume a run)."),
+        click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS, show_default=True,
+                     help="Largest image decoded, in pixels (width x height; about 35 bytes each at peak); "
+                          f"baseimgsize may be at most sqrt(max-pixels / {RESIZED_FRACTION})."),
         click.option("--default-target", type=int, default=None,
                      help="Target for list lines without one (otherwise such a line is an error)."),
         click.option("--json", "json_lines", is_flag=True, help="Print one JSON line per image on stdout."),
@@ -76,8 +80,8 @@ def lrp_parallel_demo(**kwargs):
 
 
 def _main(program, batch_size, config, filelist, prependpath, minimal_output, original_names, colormap, overlay,
-          npy, jobs, threads, backend, scheduler, shard, skip_existing, default_target, json_lines, fail_fast,
-          quiet) -> int:
+          npy, jobs, threads, backend, scheduler, shard, skip_existing, max_pixels, default_target, json_lines,
+          fail_fast, quiet) -> int:
     started = time.perf_counter()
 
     def say(message):
@@ -85,7 +89,7 @@ def _main(program, batch_size, config, filelist, prependpath, minimal_output, or
 
     try:
         settings = load_config(config)
-        options = OutputOptions(minimal_output, original_names, colormap, overlay, npy)
+        options = OutputOptions(minimal_output, original_names, colormap, overlay, npy, max_pixels)
         demo = Demo(settings, options)
         if threads is None:
             threads = 1 if backend == "dask" else max(1, (os.cpu_count() or 1) // jobs)

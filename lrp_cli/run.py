@@ -30,7 +30,7 @@ from .outputs import (
     remove_stale_temps,
     write_files,
 )
-from .preprocess import preprocess_image
+from .preprocess import DEFAULT_MAX_PIXELS, check_baseimgsize, preprocess_image
 from .render import colorize, overlay
 from .rules import formula
 
@@ -44,6 +44,7 @@ class OutputOptions:
     colormap: str | None = None  # None: the config's heatmap_colormap
     overlay: bool = False
     npy: bool = False
+    max_pixels: int | None = DEFAULT_MAX_PIXELS  # largest decoded image (travels to every worker with the rest)
 
 
 @dataclass
@@ -142,6 +143,7 @@ class Demo:
                 f"{config.where('baseimgsize')}: baseimgsize {config.baseimgsize} is smaller than the net input "
                 f"{shape[2]}×{shape[3]}"
             )
+        check_baseimgsize(config.baseimgsize, options.max_pixels, config.where("baseimgsize"))
         self.mean = read_mean(config.mean_file, config.use_mean_file_asbinaryprotoblob).canvas(
             config.baseimgsize, config.baseimgsize
         )
@@ -206,7 +208,8 @@ class Demo:
         if entry.is_blob:
             return Prepared(entry, paths, load_blob(entry.path, self.net.input_shape[1:]), None, None)
         pre = preprocess_image(
-            entry.path, self.config.baseimgsize, self.input_hw, self.mean, self.config.mean_alignment
+            entry.path, self.config.baseimgsize, self.input_hw, self.mean, self.config.mean_alignment,
+            self.options.max_pixels,
         )
         return Prepared(entry, paths, pre.blob, pre.as_inputted, pre.mean_bgr)
 

@@ -27,6 +27,8 @@ __all__ = [
     "text_encoding_problem",
 ]
 
+_MAX_SHOWN = 4096  # characters of a name shown in a message
+
 #: Largest array an input file (a mean image, an input blob) may make us allocate: 256 MiB.
 MAX_ARRAY_BYTES = 256 * 2**20
 
@@ -44,6 +46,8 @@ def display_path(path: str | os.PathLike) -> str:
     text = os.fspath(path)
     if isinstance(text, bytes):
         text = os.fsdecode(text)
+    if len(text) > _MAX_SHOWN:  # a path is at most 4096 bytes; anything longer is shown by its ends
+        text = f"{text[: _MAX_SHOWN // 2]}…{text[-_MAX_SHOWN // 4 :]}"
     if text.isprintable():
         return text
     out = []

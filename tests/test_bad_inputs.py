@@ -453,6 +453,8 @@ CASES = [
          args=("config.txt", "listfifo", ".")),
     Case("filelist-dev-zero", "fatal", lambda s: s.link("zerolist", "/dev/zero"),
          r"zerolist: file list is not a regular file", args=("config.txt", "zerolist", ".")),
+    Case("filelist-1G-without-newline", "fatal", lambda s: s.sparse("filelist.txt", 2**30),
+         r"filelist\.txt line 1: longer than 65536 bytes, not a file list line \(reading stopped\)"),
     Case("list-line-nul-byte", "entry", _good_copy("someimages/bad.jpg"),
          r"\./someimages/ba\\x00d\.jpg: the path contains a NUL byte", bad_line="someimages/ba\0d.jpg -1"),
     Case("list-line-nul-byte-skip-existing", "entry", _good_copy("someimages/bad.jpg"),

@@ -15,20 +15,37 @@ import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from .blobs import load_blob
 from .caffe import MeanImage, load_model, read_mean
 from .composite import LRN_RELEVANCE, RelevanceSettings
 from .config import Config, load_config
 from .errors import ConfigError, ImageError, LrpError, ModelError, RelevanceError
 from .explain import Explainer, limit_blas
+from .files import display_path, open_regular
 from .net import Net
-from .outputs import OutputPaths, output_files, output_paths, write_npy, write_png, write_rawhm, write_topten
-from .preprocess import MEAN_ALIGNMENTS, decode_image, preprocess_decoded, preprocess_image
+from .outputs import (
+    OutputPaths,
+    format_rawhm,
+    format_topten,
+    npy_bytes,
+    output_files,
+    output_paths,
+    png_bytes,
+    write_files,
+)
+from .preprocess import (
+    DEFAULT_MAX_PIXELS,
+    MEAN_ALIGNMENTS,
+    check_baseimgsize,
+    decode_image,
+    preprocess_decoded,
+    preprocess_image,
+)
 from .render import COLORMAPS, colorize, heatmap_values, overlay, to_uint8
 
 #: What :meth:`Model.explain` accepts as one image: a file path (an image, or a ``.npy`` input blob), a PIL image,
@@ -50,6 +67,7 @@ CONFIG_KEYS = {
     "lrn_relevance": "lrn_relevance",
     "mean_alignment": "mean_alignment",
     "colormap": "heatmap_colormap",
+    "max_pixels": "--max-pixels",
 }
 
 
@@ -71,6 +89,7 @@ class Settings:
     lrn_relevance: str = "original"  # lrn_relevance
     mean_alignment: str = "original"  # mean_alignment
     colormap: str = "original"  # heatmap_colormap
+    max_pixels: int | None = DEFAULT_MAX_PIXELS  # largest image decoded (width × height; None: Pillow's own limit)
 
     @staticmethod
     def from_config(config: Config) -> Settings:
@@ -92,7 +111,7 @@ class Settings:
         """These settings with some changed; ConfigError for an unknown keyword or a value of the wrong kind."""
         changes = {}
         for keyword, value in overrides.items():
-            if value is None and keyword != "numclasses":
+            if value is None and keyword not in ("numclasses", "max_pixels"):
                 continue
             if keyword not in CONFIG_KEYS:
                 raise ConfigError(f"unknown setting {keyword!r} (known: {', '.join(CONFIG_KEYS)})")
@@ -121,7 +140,7 @@ def _checked(keyword: str, value: Any) -> Any:
         if not np.isfinite(value):
             raise ConfigError(f"{where}: {value} is not a finite float32 number")
         return value
-    if value is None and keyword == "numclasses":
+    if value is None and keyword in ("numclasses", "max_pixels"):
         return None
     if value is None or isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise ConfigError(f"{where}: expected an integer, got {value!r}")
@@ -200,31 +219,35 @@ class Explanation:
         folder = os.fspath(folder)
         paths = output_paths(f"{folder}/{name}", folder, name)
         files = output_files(paths, minimal=minimal, npy=npy, image=self.input.crop is not None)
-        write_explanation(self, paths, files, colormap=colormap, overlay_image=overlay)
-        return files
+        return write_files(encode_explanation(self, paths, files, colormap=colormap, overlay_image=overlay))
 
 
-def write_explanation(explanation: Explanation, paths: OutputPaths, files: list[str], *, colormap: str | None = None,
-                      overlay_image: bool = False) -> None:
-    """Write ``files`` (a subset of ``paths``, in this order) for one explanation, each atomically."""
-    writers = {
-        paths.heatmap: lambda path: write_png(path, explanation.colored(colormap, overlay_image)),
-        paths.topten: lambda path: write_topten(path, explanation.top10),
-        paths.rawhm: lambda path: write_rawhm(path, explanation.rawhm),
-        paths.as_inputted: lambda path: write_png(path, explanation.input.crop),
-        paths.npy: lambda path: write_npy(path, explanation.rawhm.astype(np.float32)),
+def encode_explanation(explanation: Explanation, paths: OutputPaths, files: list[str], *,
+                       colormap: str | None = None, overlay_image: bool = False) -> list[tuple[str, bytes]]:
+    """The contents of ``files`` (a subset of ``paths``, in this order) for one explanation."""
+    encoders = {
+        paths.heatmap: lambda: png_bytes(explanation.colored(colormap, overlay_image)),
+        paths.topten: lambda: format_topten(explanation.top10).encode("ascii"),
+        paths.rawhm: lambda: format_rawhm(explanation.rawhm).encode("ascii"),
+        paths.as_inputted: lambda: png_bytes(explanation.input.crop),
+        paths.npy: lambda: npy_bytes(explanation.rawhm.astype(np.float32)),
     }
-    for path in files:
-        writers[path](path)
+    return [(path, encoders[path]()) for path in files]
+
+
+#: Largest synset file read (ImageNet's 1000 class names take 31 KB).
+MAX_SYNSET_BYTES = 64 * 2**20
 
 
 def read_synsets(path: str | os.PathLike, count: int | None = None) -> list[str]:
     """The first ``count`` lines of the synset file (missing lines give empty names, as the original); every line
     when ``count`` is None."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError as exc:
-        raise ModelError(f"{path}: cannot read the synset file ({exc.strerror})") from None
+    with open_regular(path, "synset file", ModelError, MAX_SYNSET_BYTES) as f:
+        try:
+            data = f.read()
+        except OSError as exc:
+            raise ModelError(f"{display_path(path)}: cannot read the synset file ({exc.strerror})") from None
+    lines = data.decode("utf-8", errors="replace").splitlines()
     return lines if count is None else (lines + [""] * count)[:count]
 
 
@@ -300,6 +323,7 @@ class Model:
         if settings.baseimgsize < max(self.input_hw):
             raise ConfigError(f"{self._where('baseimgsize', settings)}: baseimgsize {settings.baseimgsize} is "
                               f"smaller than the net input {self.input_hw[0]}×{self.input_hw[1]}")
+        check_baseimgsize(settings.baseimgsize, settings.max_pixels, self._where("baseimgsize", settings))
         mean = self._mean.canvas(settings.baseimgsize, settings.baseimgsize)
         if mean.height < self.input_hw[0] or mean.width < self.input_hw[1]:
             raise ModelError(f"{self.mean_name}: the mean ({mean.height}×{mean.width}) is smaller than the net "
@@ -324,14 +348,12 @@ class Model:
     @staticmethod
     def from_config(config: Config, **settings: Any) -> Model:
         """The model of a parsed config (see :func:`load`)."""
-        base = Settings.from_config(config)
+        base = Settings.from_config(config).replace(**settings)
         net = build_net(config)
         mean = read_mean(config.mean_file, config.use_mean_file_asbinaryprotoblob)
-        names = read_synsets(config.synsetfile, config.numclasses)
-        model = Model(net, mean, names, base, config, mean_name=str(config.mean_file))
-        if settings:
-            model.settings = base.replace(**settings)
-            model._variant(model.settings)
+        model = Model(net, mean, [], base, config, mean_name=str(config.mean_file))
+        # read after the settings are checked: numclasses may not be read into a list of that length before
+        model._class_names = read_synsets(config.synsetfile, config.numclasses)
         return model
 
     @property
@@ -357,9 +379,9 @@ class Model:
         if isinstance(image, (str, os.PathLike)):
             path = os.fspath(image)
             if path.lower().endswith(".npy"):
-                return Prepared(path, self._load_blob(path))
+                return Prepared(path, load_blob(path, self.net.input_shape[1:]))
             pre = preprocess_image(path, variant.settings.baseimgsize, self.input_hw, variant.mean,
-                                   variant.settings.mean_alignment)
+                                   variant.settings.mean_alignment, variant.settings.max_pixels)
             return Prepared(path, pre.blob, pre.as_inputted, pre.mean_bgr)
         if isinstance(image, np.ndarray) and image.dtype != np.uint8:
             if image.shape != self.net.input_shape[1:]:
@@ -376,18 +398,6 @@ class Model:
         pre = preprocess_decoded(decode_image(image), variant.settings.baseimgsize, self.input_hw, variant.mean,
                                  variant.settings.mean_alignment)
         return Prepared(source, pre.blob, pre.as_inputted, pre.mean_bgr)
-
-    def _load_blob(self, path: str) -> np.ndarray:
-        try:
-            blob = np.load(path, allow_pickle=False)
-        except FileNotFoundError:
-            raise ImageError(f"{path}: no such file") from None
-        except (OSError, ValueError) as exc:
-            raise ImageError(f"{path}: not a readable .npy array ({exc})") from None
-        expected = self.net.input_shape[1:]
-        if blob.shape != expected or not np.issubdtype(blob.dtype, np.number):
-            raise ImageError(f"{path}: expected a numeric array of shape {expected}, got {blob.dtype} {blob.shape}")
-        return _finite_blob(path, blob)
 
     # -- explaining -----------------------------------------------------------------------------------------------
     def explain(self, images: ImageInput | Sequence[ImageInput], target: int | Sequence[int] = -1, *,

@@ -20,6 +20,8 @@ from .batch import Plan, Shard, run_entries
 from .config import load_config
 from .errors import LrpError
 from .filelist import FileListLineError, iter_filelist
+from .files import display_path
+from .preprocess import DEFAULT_MAX_PIXELS, RESIZED_FRACTION
 from .render import COLORMAPS
 from .run import Demo, OutputOptions, Result
 
@@ -56,6 +58,9 @@ def _options(command):
         click.option("--scheduler", default=None, help="Dask scheduler address (tcp://host:port) for --backend dask."),
         click.option("--shard", default=None, metavar="I/N", help="Process only list positions p with p %% N == I."),
         click.option("--skip-existing", is_flag=True, help="Skip entries whose outputs all exist (resume a run)."),
+        click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS, show_default=True,
+                     help="Largest image decoded, in pixels (width x height; about 35 bytes each at peak); "
+                          f"baseimgsize may be at most sqrt(max-pixels / {RESIZED_FRACTION})."),
         click.option("--default-target", type=int, default=None,
                      help="Target for list lines without one (otherwise such a line is an error)."),
         click.option("--json", "json_lines", is_flag=True, help="Print one JSON line per image on stdout."),
@@ -108,6 +113,7 @@ class _Args:
     scheduler: str | None
     shard: str | None
     skip_existing: bool
+    max_pixels: int
     default_target: int | None
     json_lines: bool
     fail_fast: bool
@@ -168,7 +174,7 @@ class _Report:
         if isinstance(result, FileListLineError):
             failure = str(result)
         elif result.error:
-            path = result.entry.path
+            path = display_path(result.entry.path)
             failure = result.error if path in result.error else f"{path}: {result.error}"
         else:
             self.skipped += result.skipped
@@ -199,7 +205,8 @@ def _main(program: str, batch_size: int | str | None, **options) -> int:
     report = _Report(program, args)
     try:
         config = load_config(args.config)
-        outputs = OutputOptions(args.minimal_output, args.original_names, args.colormap, args.overlay, args.npy)
+        outputs = OutputOptions(args.minimal_output, args.original_names, args.colormap, args.overlay, args.npy,
+                                args.max_pixels)
         demo = Demo(config, outputs)
         plan = _plan(args, demo, batch_size)
         target = args.default_target if args.default_target is not None else config.default_target

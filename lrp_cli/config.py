@@ -9,8 +9,10 @@ value line, so paths cannot contain spaces (as in the original).
 Fixed on purpose (decisions.md): everything the original crashed on or silently mis-read is a
 one-line :class:`~lrp_cli.errors.ConfigError` naming the file, the line and the key — a missing file
 or key, a key without a value line, an int value that is not a whole integer (``1.5`` and ``12abc``
-are errors, not 1 and 12), a float that is not a number, an out-of-range mode, β < 0,
-``baseimgsize`` or ``numclasses`` ≤ 0, and model/mean/synset files that are not regular files.
+are errors, not 1 and 12), a float that is not a number, an out-of-range mode, β < 0 or β ≥ 2^24
+(:data:`MAX_BETA`), ``baseimgsize`` or ``numclasses`` ≤ 0, and model/mean/synset files that are not
+regular files.  A config that is not ASCII-compatible text (UTF-16/32, binary) is named as such, and
+one that is not a regular file (a FIFO, /dev/zero) or larger than 1 MiB is refused unread.
 Whitespace-only lines are simply ignored and a UTF-8 byte-order mark is tolerated.  Lines longer than
 2999 characters are not cut (the original's buffer limit is not reproduced).
 
@@ -33,6 +35,7 @@ from types import MappingProxyType
 import numpy as np
 
 from .errors import ConfigError
+from .files import display_path, open_regular, text_encoding_problem
 from .render import COLORMAPS
 
 __all__ = [
@@ -79,6 +82,11 @@ EXTENSION_KEYS: Mapping[str, tuple[tuple[str, ...] | None, object]] = MappingPro
 _INT_RE = re.compile(r"[+-]?[0-9]+\Z")
 _FLOAT_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\Z")
 _INT32 = (-(2**31), 2**31 - 1)
+#: Largest config file read (a config is a few hundred bytes).
+MAX_CONFIG_BYTES = 2**20
+#: β must stay below 2^24: from there on α = 1 + β rounds to β in float32, so α − β = 1 (relevance conservation)
+#: no longer holds, and the α·z⁺ and β·z⁻ terms soon overflow to ±Inf (β ≥ 1e38 gave all-NaN heatmaps).
+MAX_BETA = float(2**24)
 
 
 @dataclass(frozen=True)
@@ -252,6 +260,11 @@ def parse_config(
         "is not 0 (text mean), 1 (binaryproto, BGR) or 2 (binaryproto, RGB)",
     )
     check("alphabeta_beta", values["alphabeta_beta"] >= 0, "is negative (β must be ≥ 0; α = 1 + β)")
+    check(
+        "alphabeta_beta",
+        values["alphabeta_beta"] < MAX_BETA,
+        "is too large (β must be below 2^24 = 16777216: above it α = 1 + β rounds to β in float32)",
+    )
     check("baseimgsize", values["baseimgsize"] > 0, "must be a positive image size")
     check("numclasses", values["numclasses"] > 0, "must be a positive number of classes")
 
@@ -264,13 +277,18 @@ def load_config(path: str | os.PathLike, *, cwd: str | os.PathLike | None = None
     cwd_p = Path(cwd) if cwd is not None else Path.cwd()
     p = Path(source)
     full = p if p.is_absolute() else cwd_p / p
-    if not full.exists():
-        raise ConfigError(f"{source}: config file does not exist")
+    if not os.path.lexists(full):  # a dangling symlink or a loop is reported by open_regular below
+        raise ConfigError(f"{display_path(source)}: config file does not exist")
     if full.is_dir():
-        raise ConfigError(f"{source}: is a directory, not a config file")
-    try:
-        data = full.read_bytes()
-    except OSError as e:
-        raise ConfigError(f"{source}: cannot read config file: {e.strerror or e}") from None
+        raise ConfigError(f"{display_path(source)}: is a directory, not a config file")
+    with open_regular(full, "config file", ConfigError, MAX_CONFIG_BYTES, label=source) as f:
+        try:
+            data = f.read()
+        except OSError as e:
+            raise ConfigError(f"{display_path(source)}: cannot read config file: {e.strerror or e}") from None
+    problem = text_encoding_problem(data)  # else every key would be "missing"
+    if problem:
+        advice = ", not text" if problem.startswith("binary") else "; save it as UTF-8 or ASCII"
+        raise ConfigError(f"{display_path(source)}: the config file is {problem}{advice}")
     text = data.decode("utf-8", errors="surrogateescape")
     return parse_config(text, source, config_dir=full.parent, cwd=cwd_p, check_files=check_files)

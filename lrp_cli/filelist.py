@@ -115,10 +115,26 @@ def _decode(raw: bytes | str) -> str:
     return raw
 
 
-def _lines_of_file(path: str) -> Iterator[bytes]:
+#: Longest list line read (a path is at most 4096 bytes): a longer one means the file is not a list, and reading it
+#: whole (a 1 GB file without a newline) would take memory without bound, so the list is refused there.
+MAX_LINE_BYTES = 1 << 16
+
+
+def _bounded_lines(stream, label: str) -> Iterator[bytes]:
+    """The lines of a binary stream, split at b"\n" only (like std::getline), each at most MAX_LINE_BYTES."""
+    number = 0
+    while line := stream.readline(MAX_LINE_BYTES + 1):
+        number += 1
+        if len(line) > MAX_LINE_BYTES:
+            raise FileListError(
+                f"{label} line {number}: longer than {MAX_LINE_BYTES} bytes, not a file list line (reading stopped)"
+            )
+        yield line
+
+
+def _lines_of_file(path: str, label: str) -> Iterator[bytes]:
     with open(path, "rb") as f:
-        # iterating a binary file splits at b"\n" only, like std::getline
-        yield from f
+        yield from _bounded_lines(f, label)
 
 
 def iter_filelist(
@@ -148,12 +164,12 @@ def iter_filelist(
             raise FileListError(f"{label}: file list is not a regular file")
         if not os.access(path, os.R_OK):
             raise FileListError(f"{label}: file list is not readable")
-        lines: Iterable[str] | Iterable[bytes] = _lines_of_file(path)
+        lines: Iterable[str] | Iterable[bytes] = _lines_of_file(path, str(label))
     elif isinstance(source, (str, os.PathLike)):
         label = name or "<stdin>"
         if stdin is None:
             stdin = getattr(sys.stdin, "buffer", sys.stdin)
-        lines = stdin
+        lines = _bounded_lines(stdin, str(label)) if hasattr(stdin, "readline") else stdin
     else:
         label = name or getattr(source, "name", None) or "<lines>"
         lines = source

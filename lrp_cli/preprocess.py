@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .errors import ConfigError, ImageError, ModelError
+from .files import display_path, open_regular
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -40,12 +41,14 @@ __all__ = [
     "CropPlan",
     "DecodedImage",
     "Preprocessed",
+    "check_baseimgsize",
     "choose_filter",
     "crop_pad",
     "crop_pad_plan",
     "decode_image",
     "filter_taps",
     "load_image",
+    "max_baseimgsize",
     "mean_for_input",
     "preprocess_decoded",
     "preprocess_image",
@@ -60,8 +63,14 @@ MEAN_ALIGNMENTS = ("original", "centered")
 QUANTUM_RANGE = 65535
 # Pillow format names of files whose ≤8-bit grey images ImageMagick reads as DirectClass, not PseudoClass
 _DIRECT_GREY_FORMATS = frozenset({"TIFF", "PPM"})
-#: Largest accepted width·height (Pillow's decompression-bomb threshold, ~89.5 megapixels).
-DEFAULT_MAX_PIXELS = 89_478_485
+#: Largest decoded image accepted by default, width·height (``--max-pixels``): 4096×3072, enough for 12-megapixel
+#: photos (4032×3024, 4000×3000). Decoding and resizing take about 35 bytes per decoded pixel at peak today, so one
+#: image stays below ~450 MB. Pillow itself refuses more than 2·Image.MAX_IMAGE_PIXELS (~179 MP) whatever the limit.
+DEFAULT_MAX_PIXELS = 4096 * 3072
+#: Resized images (at most baseimgsize² pixels) are limited to max_pixels / RESIZED_FRACTION, i.e. baseimgsize ≤ 512
+#: by default: enlarging costs about three times as much per output pixel as decoding per input pixel, and a large
+#: photo resized to a large size pays both.
+RESIZED_FRACTION = 48
 
 # MagickEpsilon.  The 6.8.9-9 header says 1e-15, but only 1e-12 (the value of other ImageMagick 6
 # releases, e.g. 6.9.11) reproduces every reference resize: with 1e-15, five exact .5 ties of cat1.jpg
@@ -123,6 +132,16 @@ def _planes(im: Image.Image) -> np.ndarray:
     return a[None] if a.ndim == 2 else np.moveaxis(a, -1, 0)
 
 
+class _UnsupportedPixels(ValueError):
+    """A decodable image whose samples have no ImageMagick Q16 equivalent here (the message says what they are)."""
+
+
+# Pillow modes without a 16-bit-quanta mapping here, described for users.
+_PIXEL_MODES = {
+    "F": "32-bit floating-point samples (e.g. a float TIFF); convert it to 8 or 16 bits per sample",
+}
+
+
 def _decode_frame(im: Image.Image, fmt: str | None) -> DecodedImage:
     """Map a loaded Pillow frame onto ImageMagick 6.8.9-9's view of it (spec §4.1, §4.3).
 
@@ -161,7 +180,7 @@ def _decode_frame(im: Image.Image, fmt: str | None) -> DecodedImage:
     elif mode in ("RGB", "RGBX", "YCbCr", "LAB", "HSV"):
         quanta = _to8(_planes(im if mode == "RGB" else im.convert("RGB")))
     else:
-        raise ValueError(f"unsupported pixel format {mode!r}")
+        raise _UnsupportedPixels(_PIXEL_MODES.get(mode, f"{fmt or 'unknown'} image with pixel mode {mode!r}"))
     if quanta.shape[1] < 1 or quanta.shape[2] < 1:
         raise ValueError("image has no pixels")
     return DecodedImage(
@@ -177,23 +196,25 @@ def _decode_frame(im: Image.Image, fmt: str | None) -> DecodedImage:
 def load_image(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MAX_PIXELS) -> DecodedImage:
     """Decode the first frame of ``path`` with Pillow (EXIF orientation not applied).
 
-    Any problem — missing, empty, not an image, truncated or corrupt data, more than ``max_pixels``
-    pixels (None: only Pillow's own ``Image.MAX_IMAGE_PIXELS`` applies), or any warning Pillow emits
-    while decoding (turned into an error, as Magick++ throws on ImageMagick's corrupt-image warnings) —
-    raises :class:`ImageError` with one line naming the file.  The warning filter is process-wide
-    while it runs (``warnings.catch_warnings``): decode in processes, not threads, when that matters.
+    Any problem — missing, empty or not a regular file (a FIFO, a symlink to /dev/zero), not an image, truncated
+    or corrupt data, an unsupported pixel format (e.g. a float TIFF), more than ``max_pixels`` pixels by the
+    file's header (checked before decoding; None: only Pillow's own ``Image.MAX_IMAGE_PIXELS`` applies), or any
+    other warning Pillow emits while decoding (turned into an error, as Magick++ throws on ImageMagick's
+    corrupt-image warnings) — raises :class:`ImageError` with one line naming the file. The warning filter is
+    process-wide while it runs (``warnings.catch_warnings``): decode in processes, not threads, when that matters.
     """
-    name = os.fspath(path)
+    name = display_path(path)
     try:
-        if os.path.getsize(name) == 0:
-            raise ImageError(f"{name}: cannot read image: empty file")
-        with warnings.catch_warnings():
+        with open_regular(path, "image", ImageError) as f, warnings.catch_warnings():
             warnings.simplefilter("error")
-            with Image.open(name) as im:
+            if max_pixels is not None:  # our own limit is checked below; Pillow's lower warning level is moot
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(f) as im:
                 w, h = im.size
                 if max_pixels is not None and w * h > max_pixels:
                     raise ImageError(
-                        f"{name}: image too large: {w}x{h} = {w * h} pixels exceeds the limit of {max_pixels}"
+                        f"{name}: image too large: {w}x{h} = {w * h} pixels exceeds the limit of {max_pixels} "
+                        f"(--max-pixels)"
                     )
                 fmt = im.format
                 im.seek(0)
@@ -201,13 +222,13 @@ def load_image(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MA
                 return _decode_frame(im, fmt)
     except ImageError:
         raise
+    except _UnsupportedPixels as exc:
+        raise ImageError(f"{name}: unsupported image: {exc}") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"{name}: image too large: {_one_line(exc)}") from None
     except UnidentifiedImageError:
         raise ImageError(f"{name}: cannot read image: not a recognised image file") from None
-    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
-        raise ImageError(f"{name}: cannot read image: {exc.strerror or _one_line(exc)}") from None
-    except Exception as exc:  # Pillow and its plugins raise assorted exceptions on malformed data
+    except Exception as exc:  # noqa: BLE001 - Pillow and its plugins raise assorted exceptions on malformed data
         text = _one_line(exc)
         if "truncated" in text.lower() or isinstance(exc, EOFError):
             raise ImageError(f"{name}: truncated image data ({text})") from None
@@ -608,6 +629,23 @@ class Preprocessed:
     filter: str | None
 
 
+def max_baseimgsize(max_pixels: int | None) -> int | None:
+    """The largest baseimgsize whose resized images (≤ baseimgsize² pixels) stay within max_pixels /
+    RESIZED_FRACTION; None without a limit."""
+    return None if max_pixels is None else math.isqrt(max_pixels // RESIZED_FRACTION)
+
+
+def check_baseimgsize(baseimgsize: int, max_pixels: int | None, where: str = "baseimgsize") -> None:
+    """ConfigError (naming ``where``) when images resized to ``baseimgsize`` could exceed the resized-pixel limit."""
+    largest = max_baseimgsize(max_pixels)
+    if largest is not None and baseimgsize > largest:
+        raise ConfigError(
+            f"{where}: baseimgsize {baseimgsize} is above the largest allowed, {largest}: resized images are limited "
+            f"to --max-pixels / {RESIZED_FRACTION} = {max_pixels // RESIZED_FRACTION} pixels (--max-pixels "
+            f"{max_pixels})"
+        )
+
+
 def _check_sizes(baseimgsize: int, input_hw: tuple[int, int]) -> tuple[int, int]:
     inhei, inwid = int(input_hw[0]), int(input_hw[1])
     if int(baseimgsize) != baseimgsize or baseimgsize < 1:
@@ -636,8 +674,7 @@ def preprocess_decoded(
         quanta, _ = resize_quanta(quanta, (rows, cols), alpha=image.alpha, kind=kind)
     if image.cmyk:
         quanta = _cmyk_to_rgb_quanta(quanta)
-    img = quanta_to_rgb255(quanta)
-    img3 = crop_pad(img, baseimgsize, inhei, inwid)
+    img3 = quanta_to_rgb255(crop_pad(quanta, baseimgsize, inhei, inwid))  # crop first: float64 of the crop only
     mean_bgr = mean_for_input(mean, (rows, cols), baseimgsize, (inhei, inwid), mean_alignment)
     blob = (img3[::-1] - mean_bgr).astype(np.float32)
     return Preprocessed(
@@ -661,7 +698,9 @@ def preprocess_image(
 ) -> Preprocessed:
     """Decode ``path`` and preprocess it like the demonstrator (spec §4).  ``input_hw`` = (H, W) of the
     net input; ``mean`` has ``flat``/``height``/``width`` (see module doc).  Image problems raise
-    :class:`ImageError`; a bad baseimgsize :class:`ConfigError`; a too-small mean :class:`ModelError`."""
+    :class:`ImageError`; a bad baseimgsize :class:`ConfigError`; a too-small mean :class:`ModelError`.
+    ``max_pixels`` limits the decoded image and, through :func:`check_baseimgsize`, the resized one."""
     _check_sizes(baseimgsize, input_hw)
+    check_baseimgsize(baseimgsize, max_pixels)
     _mean_parts(mean)
     return preprocess_decoded(load_image(path, max_pixels), baseimgsize, input_hw, mean, mean_alignment)

@@ -6,16 +6,15 @@ config + file list → model → preprocess → forward → rules → relevance 
 
 from __future__ import annotations
 
-import contextlib
-import os
 import time
 from dataclasses import dataclass, field
 
-from .api import Model, Prepared, write_explanation
+from .api import Model, Prepared, encode_explanation
 from .config import Config
 from .errors import LrpError
 from .filelist import FileListEntry
-from .outputs import OutputError, OutputPaths, output_files, output_paths
+from .outputs import OutputPaths, check_output_name, output_files, output_paths, remove_stale_temps, write_files
+from .preprocess import DEFAULT_MAX_PIXELS
 
 
 @dataclass(frozen=True)
@@ -27,6 +26,7 @@ class OutputOptions:
     colormap: str | None = None  # None: the config's heatmap_colormap
     overlay: bool = False
     npy: bool = False
+    max_pixels: int | None = DEFAULT_MAX_PIXELS  # largest decoded image (travels to every worker with the rest)
 
 
 @dataclass
@@ -57,7 +57,7 @@ class Demo:
     def __init__(self, config: Config, options: OutputOptions = OutputOptions()):
         self.config = config
         self.options = options
-        self.model = Model.from_config(config)
+        self.model = Model.from_config(config, max_pixels=options.max_pixels)
         self.colormap = options.colormap or config.heatmap_colormap
 
     # -- per entry -------------------------------------------------------------------------------------------------
@@ -70,13 +70,22 @@ class Demo:
         )
 
     def output_files(self, entry: FileListEntry) -> list[str]:
-        """Every file this entry produces, in writing order (what --skip-existing checks and _write writes)."""
-        return output_files(self._paths(entry), minimal=self.options.minimal, npy=self.options.npy,
-                            image=not entry.is_blob)
+        """Every file this entry produces, in writing order (what --skip-existing checks and _write writes); an
+        OutputError for a name that cannot be created."""
+        files = output_files(self._paths(entry), minimal=self.options.minimal, npy=self.options.npy,
+                             image=not entry.is_blob)
+        for path in files:
+            check_output_name(path, entry.path)
+        return files
+
+    def remove_stale_temps(self, entry: FileListEntry) -> list[str]:
+        """Remove the temporary files a killed run left for any output of this entry; returns their paths."""
+        return remove_stale_temps(self._paths(entry).every_kind())
 
     def prepare(self, entry: FileListEntry) -> Item:
         """Check the entry and preprocess its image (or load its .npy blob); raises LrpError."""
         paths = self._paths(entry)
+        self.output_files(entry)  # names that cannot be created fail the entry before its image is read
         count = self.model.class_count()
         if entry.target >= count:
             raise LrpError(
@@ -93,6 +102,7 @@ class Demo:
         items: list[Item] = []
         for entry in entries:
             try:
+                self.remove_stale_temps(entry)
                 items.append(self.prepare(entry))
             except LrpError as exc:
                 results[id(entry)].error = str(exc)
@@ -119,15 +129,7 @@ class Demo:
         result.top = explanation.top5
         result.classes = explanation.classes
         files = self.output_files(item.entry)
-        for path in files:  # refuse before writing anything: no half set of outputs
-            if os.path.isdir(path):
-                raise OutputError(f"{path}: cannot write: a directory of that name is in the way")
-        try:
-            write_explanation(explanation, item.paths, files, colormap=self.colormap,
-                              overlay_image=self.options.overlay)
-        except LrpError:
-            for path in files:  # an entry that failed leaves none of its outputs behind
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
-            raise
-        result.files = files
+        contents = encode_explanation(explanation, item.paths, files, colormap=self.colormap,
+                                      overlay_image=self.options.overlay)
+        # every file or none; an earlier run's complete outputs are only ever replaced by complete new ones
+        result.files = write_files(contents)

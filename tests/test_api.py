@@ -146,7 +146,7 @@ def test_errors_are_the_documented_exceptions_with_the_cli_messages(model, tmp_p
     cli = CliRunner().invoke(lrp_demo, [str(CONFIG), str(tmp_path / "list.txt"), str(tmp_path), "--quiet"])
     assert cli.exit_code == 1
     assert f"lrp-demo: failed: {api_error.value}" in cli.stderr.splitlines()
-    with pytest.raises(lrp_cli.ImageError, match="no such file"):
+    with pytest.raises(lrp_cli.ImageError, match="missing.npy: cannot read input blob: No such file"):
         model.explain(tmp_path / "missing.npy")
     with pytest.raises(lrp_cli.ConfigError, match=r"unknown setting 'alpha'"):
         model.explain(PHOTOS[0], alpha=2)

@@ -2,6 +2,7 @@
 
 import ast
 import math
+import os
 import struct
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 from conftest import REFERENCE, ROOT, SHARED
 from google.protobuf import descriptor_pool
 
-from lrp_cli.caffe import caffe_pb2, load_model, read_caffemodel, read_mean, read_prototxt
+from lrp_cli.caffe import caffe_pb2, caffemodel, load_model, read_caffemodel, read_mean, read_prototxt
 from lrp_cli.caffe.mean import MeanImage
 from lrp_cli.caffe.prototxt import parse_prototxt
 from lrp_cli.errors import ModelError
@@ -444,6 +445,95 @@ def test_caffemodel_protobuf_fast_path_matches_plain_protobuf(googlenet_model_di
             np.testing.assert_array_equal(a, b)
 
 
+def _one_layer_caffemodel(path, **blob_fields):
+    net = caffe_pb2.NetParameter()
+    net.layer.add(name="fc7", type="InnerProduct").blobs.add(**blob_fields)
+    path.write_bytes(net.SerializeToString())
+    return path
+
+
+def test_a_caffemodel_above_caffes_2_gib_limit_is_refused_without_reading_it(tmp_path, monkeypatch):
+    path = tmp_path / "sparse.caffemodel"
+    with open(path, "wb") as f:
+        f.truncate(100 * 2**30)  # truncate -s 100G: no data blocks
+    monkeypatch.setattr(caffemodel.mmap, "mmap", None)  # reading would fail with a TypeError
+    with pytest.raises(ModelError, match=r"sparse\.caffemodel: caffemodel is 100\.0 GiB, larger than Caffe's protobuf "
+                       r"limit for a caffemodel \(2\.0 GiB\)$"):
+        read_caffemodel(path)
+
+
+def test_zero_padding_after_the_layers_is_found_at_its_first_byte(tmp_path, tiny_model_dir):
+    path = tmp_path / "padded.caffemodel"
+    data = (tiny_model_dir / "tiny" / "tiny_seed3.caffemodel").read_bytes()
+    with open(path, "wb") as f:
+        f.write(data)
+        f.truncate(2**31 - 1)  # the largest size Caffe reads, mostly a hole
+    start = time.process_time()
+    with pytest.raises(ModelError, match=r"padded\.caffemodel: truncated or corrupt caffemodel, after 3 layer\(s\): "
+                       r"field number 0 \(zero bytes where a field should begin\)$"):
+        read_caffemodel(path)
+    assert time.process_time() - start < 1.0  # CPU seconds: the 2 GiB hole is never read
+
+
+@pytest.mark.parametrize(
+    "fields, count",
+    [
+        ({"shape": caffe_pb2.BlobShape(dim=[2, 3]), "data": [1, 2, float("nan"), 4, 5, 6]}, 1),
+        ({"shape": caffe_pb2.BlobShape(dim=[3]), "data": [float("inf"), 0, float("-inf")]}, 2),
+        ({"shape": caffe_pb2.BlobShape(dim=[2]), "double_data": [1e300, 1.0]}, 1),  # beyond float32
+        ({"num": 1, "channels": 1, "height": 1, "width": 2, "data": [0.5, float("nan")]}, 1),
+    ],
+    ids=["nan", "inf", "double-overflow", "legacy-shape-nan"],
+)
+def test_non_finite_weights_are_a_model_error_naming_file_and_layer(tmp_path, fields, count):
+    path = _one_layer_caffemodel(tmp_path / "w.caffemodel", **fields)
+    with pytest.raises(ModelError, match=rf"w\.caffemodel: layer 'fc7' blob 0 holds {count} non-finite weight\(s\) "
+                       r"\(NaN, ±Inf or beyond the float32 range\)$"):
+        read_caffemodel(path)
+
+
+def test_a_huge_declared_shape_is_refused_before_anything_is_allocated(tmp_path, monkeypatch):
+    path = _one_layer_caffemodel(tmp_path / "h.caffemodel", shape=caffe_pb2.BlobShape(dim=[2**32, 2**32]), data=[1])
+    real_empty = np.empty
+    monkeypatch.setattr(np, "empty", lambda n, *a, **k: real_empty(n, *a, **k) if np.prod(n) < 100 else 1 / 0)
+    with pytest.raises(ModelError, match=r"h\.caffemodel: truncated or corrupt caffemodel, in layer 'fc7': blob 0 "
+                       r"declares shape \(4294967296, 4294967296\) but holds 1 values$"):
+        read_caffemodel(path)
+
+
+def test_double_payloads_are_converted_in_chunks_exactly(tmp_path, monkeypatch):
+    values = np.random.default_rng(4).standard_normal(1001) * 100
+    path = _one_layer_caffemodel(tmp_path / "d.caffemodel", shape=caffe_pb2.BlobShape(dim=[7, 143]),
+                                 double_data=values.tolist())
+    monkeypatch.setattr(caffemodel, "_COPY_CHUNK", 64)  # 8 doubles per read: many chunks and a short last one
+    (blob,) = read_caffemodel(path)["fc7"]
+    assert blob.dtype == np.float32 and blob.shape == (7, 143)
+    np.testing.assert_array_equal(blob.reshape(-1), values.astype(np.float32))
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "directory"])
+def test_a_caffemodel_that_is_not_a_regular_file_is_refused(tmp_path, kind):
+    path = tmp_path / "m.caffemodel"
+    {"fifo": lambda: os.mkfifo(path), "dev-zero": lambda: path.symlink_to("/dev/zero"), "directory": path.mkdir}[kind]()
+    with pytest.raises(ModelError, match=r"m\.caffemodel: cannot read caffemodel: not a regular file \(.*\)$"):
+        read_caffemodel(path)
+
+
+def test_loading_caffenet_takes_about_its_weights_in_memory_not_twice_the_file(caffenet_model_dir):
+    """Peak RSS of a fresh process reading the 233 MB CaffeNet: the weights plus a little (it was 2x the file)."""
+    path = caffenet_model_dir / "caffenet" / "caffenet_seed1.caffemodel"
+    script = (
+        "import resource, sys; from lrp_cli.caffe import read_caffemodel; "
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; w = read_caffemodel(sys.argv[1]); "
+        "print(before * 1024, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "
+        "sum(b.nbytes for v in w.values() for b in v))"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, check=True)
+    before, peak, weights = (int(v) for v in done.stdout.split())
+    assert weights > 0.99 * path.stat().st_size
+    assert peak - before < weights + 40 * 2**20, (peak - before, weights)
+
+
 def _tiny_prototxt_with(tmp_path, old, new):
     text = (MODELS / "tiny" / "deploy.prototxt").read_text()
     assert old in text
@@ -604,3 +694,112 @@ def test_binaryproto_mean_with_wrong_channels(tmp_path):
     path = _mean_binaryproto(tmp_path / "gray.binaryproto", np.ones((1, 4, 4)))
     with pytest.raises(ModelError, match="gray.binaryproto: mean image has 1 channel"):
         read_mean(path, 1)
+
+
+def _save_npy(path, array):
+    with open(path, "wb") as f:  # np.save(path) would append .npy to the name
+        np.save(f, array)
+
+
+def _npy_with_header_shape(path, shape):
+    """A .npy file whose header declares ``shape`` (float32) but holds a single value."""
+    _save_npy(path, np.zeros(1, np.float32))
+    data = path.read_bytes()
+    length = int.from_bytes(data[8:10], "little")
+    header = data[10 : 10 + length].replace(b"(1,)", repr(shape).encode()).rstrip(b" \n")
+    header = header.ljust(((len(header) + 11) // 64 + 1) * 64 - 11) + b"\n"
+    path.write_bytes(data[:8] + len(header).to_bytes(2, "little") + header + data[10 + length :])
+    return path
+
+
+@pytest.mark.parametrize(
+    "mode, make, problem",
+    [
+        (0, lambda p: p.write_text("3 1 1 104 nan 123"), "the mean holds 1 non-finite value(s)"),
+        (0, lambda p: p.write_text("3 1 2 104 inf 123 -inf 1 2"), "the mean holds 2 non-finite value(s)"),
+        (0, lambda p: p.write_text("3 1 1 104 1e39 123"), "the mean holds 1 non-finite value(s)"),  # > float32
+        (1, lambda p: _mean_binaryproto(p, np.full((3, 2, 2), np.inf)), "the mean holds 12 non-finite value(s)"),
+        (2, lambda p: _save_npy(p, np.full((3, 2, 2), np.nan)), "the mean holds 12 non-finite value(s)"),
+    ],
+    ids=["text-nan", "text-inf", "text-beyond-float32", "binaryproto-inf", "npy-nan"],
+)
+def test_non_finite_means_are_a_model_error_naming_the_file(tmp_path, mode, make, problem):
+    path = tmp_path / "m.mean"
+    make(path)
+    with pytest.raises(ModelError) as error:
+        read_mean(path, mode)
+    assert str(error.value) == f"{path}: {problem} (NaN, ±Inf or beyond the float32 range)"
+
+
+@pytest.mark.parametrize(
+    "mode, make, problem",
+    [
+        (1, lambda p: _npy_with_header_shape(p, (3, 10**6, 10**6)),
+         "mean image 3 x 1000000 x 1000000 would take 21.8 TiB, above the 256.0 MiB memory budget for one array"),
+        (0, lambda p: _npy_with_header_shape(p, (1, 3, 10**6, 10**6)),
+         "mean image 3 x 1000000 x 1000000 would take 21.8 TiB, above the 256.0 MiB memory budget for one array"),
+        (0, lambda p: p.write_text("3 1000000 1000000 1 2 3"),
+         "mean image 3 x 1000000 x 1000000 would take 21.8 TiB, above the 256.0 MiB memory budget for one array"),
+        (1, lambda p: p.write_bytes(caffe_pb2.BlobProto(shape=caffe_pb2.BlobShape(dim=[1, 3, 10**6, 10**6]),
+                                                         data=[1.0]).SerializeToString()),
+         "mean image 3 x 1000000 x 1000000 would take 21.8 TiB, above the 256.0 MiB memory budget for one array"),
+        (1, lambda p: _npy_with_header_shape(p, (3, 100, 100)),
+         "truncated .npy array: the header declares 120000 bytes of data, the file holds 4"),
+        (0, lambda p: p.write_text("3 1 1 " + "7 " * 100_000), "text mean file declares 3x1x1 = 3 values but holds "
+                                                              "far more text"),
+        (0, lambda p: os.mkfifo(p), "cannot read mean file: not a regular file (a named pipe (FIFO))"),
+        (1, lambda p: p.symlink_to("/dev/urandom"), "cannot read mean file: not a regular file (a character device)"),
+        (1, lambda p: open(p, "wb").truncate(100 * 2**30),  # noqa: SIM115 - closed when collected
+         "mean file is 100.0 GiB, larger than the most a mean file can be (64.0 MiB)"),
+        (2, lambda p: _save_npy(p, np.zeros((3, 2, 2), np.complex64)),
+         "holds complex numbers (dtype complex64), not real numbers"),
+        (0, lambda p: p.write_text("3 1 1 104 117 1,5"), "text mean file holds a non-number: '1,5'"),
+    ],
+    ids=["npy-huge", "npy-huge-4d", "text-huge", "binaryproto-huge", "npy-truncated", "text-too-long", "fifo",
+         "dev-urandom", "sparse-100G", "npy-complex", "text-comma"],
+)
+def test_mean_sizes_are_checked_before_allocating(tmp_path, monkeypatch, mode, make, problem):
+    path = tmp_path / "m.mean"
+    make(path)
+    real_empty = np.empty
+    monkeypatch.setattr(np, "empty", lambda n, *a, **k: real_empty(n, *a, **k) if np.prod(n) < 10**6 else 1 / 0)
+    with pytest.raises(ModelError) as error:
+        read_mean(path, mode)
+    assert str(error.value) == f"{path}: {problem}"
+
+
+def test_a_constant_mean_spreads_over_any_canvas_without_memory(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_text("3 1 1 104 117 123")
+    mean = read_mean(path, 0).canvas(100_000, 100_000)
+    assert (mean.height, mean.width) == (100_000, 100_000) and mean.flat.shape == (3, 10**10)
+    assert mean.flat.base is not None and mean.flat.strides[1] == 0  # a broadcast view of the three values
+    assert mean.flat[:, 12345678].tolist() == [104, 117, 123]
+
+
+@pytest.mark.parametrize(
+    "make, problem",
+    [
+        (lambda p: p.write_text(MODELS.joinpath("tiny", "deploy.prototxt").read_text(), encoding="utf-16"),
+         "the prototxt is UTF-16 text (little-endian byte-order mark); save it as UTF-8"),
+        (lambda p: p.write_text(MODELS.joinpath("tiny", "deploy.prototxt").read_text(), encoding="utf-16-be"),
+         "the prototxt is UTF-16 text (no byte-order mark); save it as UTF-8"),
+        (lambda p: p.write_text("name: 'x'", encoding="utf-32"),
+         "the prototxt is UTF-32 text (little-endian byte-order mark); save it as UTF-8"),
+        (lambda p: p.write_bytes(caffe_pb2.NetParameter(name="n", layer=[caffe_pb2.LayerParameter(
+            name="ip", blobs=[caffe_pb2.BlobProto(data=[0.0, 1.0])])]).SerializeToString()),
+         "the prototxt is binary data (it holds NUL bytes), not text (is it a caffemodel?)"),
+        (lambda p: open(p, "wb").truncate(17 * 2**20),  # noqa: SIM115 - closed when collected
+         "prototxt is 17.0 MiB, larger than the most a prototxt can be (16.0 MiB)"),
+        (lambda p: os.mkfifo(p), "cannot read prototxt: not a regular file (a named pipe (FIFO))"),
+        (lambda p: p.symlink_to("/dev/zero"), "cannot read prototxt: not a regular file (a character device)"),
+        (lambda p: p.write_bytes(b""), "cannot read prototxt: empty file"),
+    ],
+    ids=["utf16-bom", "utf16-no-bom", "utf32", "caffemodel", "17-MiB", "fifo", "dev-zero", "empty"],
+)
+def test_a_prototxt_that_is_not_usable_text_is_one_line(tmp_path, make, problem):
+    path = tmp_path / "net.prototxt"
+    make(path)
+    with pytest.raises(ModelError) as error:
+        read_prototxt(path)
+    assert str(error.value) == f"{path}: {problem}"

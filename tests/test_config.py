@@ -2,7 +2,6 @@
 
 import json
 import os
-from pathlib import Path
 
 import pytest
 from conftest import REFERENCE
@@ -210,6 +209,19 @@ BAD = [
     ("float-overflow", _text(dict(BASE, alphabeta_beta="1e40")), ["alphabeta_beta", "float32 range"]),
     ("mode", _text(dict(BASE, use_mean_file_asbinaryprotoblob="3")), ["line 11", "use_mean_file_asbinaryprotoblob"]),
     ("beta-negative", _text(dict(BASE, alphabeta_beta="-0.5")), ["line 38", "alphabeta_beta", "negative"]),
+    ("beta-1e38", _text(dict(BASE, alphabeta_beta="1e38")),
+     ["line 38: alphabeta_beta: value 1e38 is too large (β must be below 2^24 = 16777216: above it α = 1 + β "
+      "rounds to β in float32)"]),
+    ("beta-2^24", _text(dict(BASE, alphabeta_beta="16777216")), ["line 38", "alphabeta_beta", "too large"]),
+    ("utf16", _text(BASE).encode("utf-16"),
+     [": the config file is UTF-16 text (little-endian byte-order mark); save it as UTF-8 or ASCII"]),
+    ("utf16-be-no-bom", _text(BASE).encode("utf-16-be"),
+     [": the config file is UTF-16 text (no byte-order mark); save it as UTF-8 or ASCII"]),
+    ("utf32", _text(BASE).encode("utf-32"), [": the config file is UTF-32 text"]),
+    ("binary", bytes(range(256)) * 4, [": the config file is binary data (it holds NUL bytes), not text"]),
+    ("empty", b"", [": cannot read config file: empty file"]),
+    ("2-MiB", _text(BASE) + "#" * 2**21,
+     [": config file is 2.0 MiB, larger than the most a config file can be (1.0 MiB)"]),
     ("baseimgsize-zero", _text(dict(BASE, baseimgsize="0")), ["baseimgsize", "positive"]),
     ("numclasses-negative", _text(dict(BASE, numclasses="-3")), ["numclasses", "positive"]),
     ("missing-file", _text(dict(BASE, model_file="models/nope.caffemodel")),
@@ -237,6 +249,33 @@ def test_bad_configs(folder, text, pieces):
     assert isinstance(info.value, LrpError)
 
 
+def test_largest_beta_below_2_24_is_accepted(folder):
+    assert _load(folder, _text(dict(BASE, alphabeta_beta="16777215"))).alphabeta_beta == 16777215.0
+
+
+def test_latin1_bytes_in_a_config_still_work_as_path_bytes(folder):
+    (folder / "models" / "syn\udce9.txt".encode("utf-8", "surrogateescape").decode("utf-8", "surrogateescape")
+     ).write_text("x")
+    text = _text(dict(BASE, synsetfile="models/syn\udce9.txt")).encode("utf-8", "surrogateescape")
+    assert _load(folder, text).synsetfile.name == "syn\udce9.txt"
+
+
+@pytest.mark.parametrize(
+    "kind, problem",
+    [("fifo", "not a regular file (a named pipe (FIFO))"), ("dev-zero", "not a regular file (a character device)"),
+     ("dev-urandom", "not a regular file (a character device)"), ("symlink-loop", "Too many levels of symbolic links"),
+     ("dangling-symlink", "No such file or directory")],
+)
+def test_a_config_that_is_not_a_regular_file_is_refused_unread(tmp_path, kind, problem):
+    path = tmp_path / "c.txt"
+    target = {"fifo": None, "dev-zero": "/dev/zero", "dev-urandom": "/dev/urandom", "symlink-loop": "c.txt",
+              "dangling-symlink": "gone.txt"}[kind]
+    os.mkfifo(path) if target is None else path.symlink_to(target)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: cannot read config file: {problem}"
+
+
 def test_missing_and_directory_config(tmp_path):
     with pytest.raises(ConfigError, match=r"nope\.txt: config file does not exist"):
         load_config(tmp_path / "nope.txt")
@@ -248,10 +287,14 @@ def test_unreadable_config(tmp_path, monkeypatch):
     path = tmp_path / "c.txt"
     path.write_text("x")
 
-    def deny(self):
-        raise PermissionError(13, "Permission denied")
+    real_open = os.open
 
-    monkeypatch.setattr(Path, "read_bytes", deny)
+    def deny(name, *args, **kwargs):
+        if os.fspath(name) == str(path):
+            raise PermissionError(13, "Permission denied")
+        return real_open(name, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", deny)
     with pytest.raises(ConfigError, match="cannot read config file: Permission denied"):
         load_config(path)
 

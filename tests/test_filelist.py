@@ -165,3 +165,27 @@ def test_parse_line_direct():
     assert parse_line("     ", ".") is None
     e = parse_line("  x.jpg   -1  ", "p", source="s", line=9)
     assert (e.token, e.fullpath, e.line) == ("x.jpg", "p/x.jpg", 9)
+
+
+@pytest.mark.parametrize("source", ["file", "stdin"])
+def test_a_line_longer_than_any_list_line_stops_the_list_with_one_line(tmp_path, source):
+    """A 1 GB file without a newline (a sparse file here) is refused at its first 64 KiB, not read into memory."""
+    path = tmp_path / "list.txt"
+    with open(path, "wb") as f:
+        f.write(b"ok.jpg 1\n")
+        f.truncate(2**30)
+    with open(path, "rb") as stream:
+        items = iter_filelist(path, ".") if source == "file" else iter_filelist("-", ".", stdin=stream)
+        assert next(items).token == "ok.jpg"
+        label = str(path) if source == "file" else "<stdin>"
+        with pytest.raises(FileListError) as info:
+            next(items)
+    assert str(info.value) == f"{label} line 2: longer than 65536 bytes, not a file list line (reading stopped)"
+
+
+def test_a_line_of_exactly_the_longest_length_is_read(tmp_path):
+    path = tmp_path / "list.txt"
+    token = "a" * (65536 - len(" 3\n"))
+    path.write_text(f"{token} 3\n")
+    (entry,) = iter_filelist(path, ".")
+    assert entry.token == token and entry.target == 3

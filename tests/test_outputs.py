@@ -245,3 +245,151 @@ def test_parent_that_is_a_file_is_an_output_error(tmp_path):
     with pytest.raises(OutputError, match="blocker/sub/t.txt: cannot write"):
         write_topten(tmp_path / "blocker" / "sub" / "t.txt", [(0, 1.0)])
     assert os.listdir(tmp_path) == ["blocker"]
+
+
+# ---- all-or-nothing sets, temporary names, stale temporary files ------------------------------------------------
+
+
+def _hidden(folder):
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+@pytest.mark.parametrize("name", ["a" * 255, "é" * 127, "x.jpg_rawhm.txt", "\udcff" * 200 + "_rawhm.txt"])
+def test_temporary_names_fit_the_name_limit_and_are_derived_from_the_final_name(tmp_path, name):
+    target = os.path.join(tmp_path, name)
+    names = outputs._temp_names(target)
+    assert names == outputs._temp_names(target) and len(set(names)) == len(names)
+    for tmp in names:
+        raw = os.fsencode(os.path.basename(tmp))
+        assert len(raw) <= 255 and raw.startswith(b".") and raw.endswith(b".tmp")
+        assert os.path.dirname(tmp) == str(tmp_path)
+    other = outputs._temp_names(target[:-1] + ("b" if target[-1] != "b" else "c"))
+    assert not set(names) & set(other)
+    write_topten(target, [(3, 0.25)])  # a 255-byte final name is written (its temporary name fits too)
+    assert os.listdir(tmp_path) == [name] and open(target).read() == "3 0.25\n"
+
+
+@pytest.mark.parametrize(
+    "name, problem",
+    [("a" * 256, r"output file name …a{50} is 256 bytes long, above the 255-byte limit"),
+     ("é" * 128, r"output file name …é{50} is 256 bytes long, above the 255-byte limit"),
+     ("a\0b", r"the output path contains a NUL byte")],
+)
+def test_names_that_cannot_be_created_are_refused(tmp_path, name, problem):
+    with pytest.raises(OutputError, match=f"^entry: {problem}$"):
+        outputs.check_output_name(os.path.join(tmp_path, name), "entry")
+    fitting = name.replace("\0", "")[: 255 // len(name[0].encode())]
+    outputs.check_output_name(os.path.join(tmp_path, fitting), "entry")  # one byte less is fine
+
+
+def test_path_longer_than_path_max_is_refused(tmp_path):
+    deep = os.path.join(*(["d" * 200] * 21), "x.txt")
+    with pytest.raises(OutputError, match=r"^e: output path is \d+ bytes long, above the 4096-byte limit$"):
+        outputs.check_output_name(deep, "e")
+
+
+def test_output_paths_refuse_a_nul_byte_with_the_name_escaped(tmp_path):
+    with pytest.raises(OutputError, match=r"^\./some\\x00images/a\.jpg: the path contains a NUL byte$"):
+        output_paths("./some\0images/a.jpg", str(tmp_path), "images")
+
+
+def test_a_failing_file_leaves_every_earlier_output_as_it_was(tmp_path, monkeypatch):
+    """The disk fills on the third file of a set: nothing changes, old complete outputs stay, no temporary file."""
+    files = {str(tmp_path / f"x_{n}.txt"): f"new {n}\n".encode() for n in range(4)}
+    for n, path in enumerate(files):
+        if n != 1:
+            open(path, "w").write(f"old {n}\n")
+    real_fsync, calls = os.fsync, []
+
+    def failing_fsync(fd):
+        calls.append(fd)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(outputs.os, "fsync", failing_fsync)
+    with pytest.raises(OutputError, match=r"x_2\.txt: cannot write: No space left on device$"):
+        outputs.write_files(files)
+    assert sorted(os.listdir(tmp_path)) == ["x_0.txt", "x_2.txt", "x_3.txt"]
+    assert [open(p).read() for p in files if os.path.exists(p)] == ["old 0\n", "old 2\n", "old 3\n"]
+
+
+def test_a_failing_rename_removes_only_the_outputs_it_created(tmp_path, monkeypatch):
+    """x_0 replaced an earlier output (it keeps its new, complete content), x_1 was new (removed again), x_2 failed."""
+    files = {str(tmp_path / f"x_{n}.txt"): f"new {n}\n".encode() for n in range(3)}
+    (tmp_path / "x_0.txt").write_text("old 0\n")
+    (tmp_path / "x_2.txt").write_text("old 2\n")
+    real_replace = os.replace
+
+    def failing_replace(src, dst):
+        if dst.endswith("x_2.txt"):
+            raise OSError(5, "Input/output error")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(outputs.os, "replace", failing_replace)
+    with pytest.raises(OutputError, match=r"x_2\.txt: cannot write: Input/output error$"):
+        outputs.write_files(files)
+    assert sorted(os.listdir(tmp_path)) == ["x_0.txt", "x_2.txt"]
+    assert (tmp_path / "x_0.txt").read_text() == "new 0\n" and (tmp_path / "x_2.txt").read_text() == "old 2\n"
+
+
+def test_a_directory_in_the_way_is_refused_before_anything_is_written(tmp_path):
+    (tmp_path / "b.txt").mkdir()
+    with pytest.raises(OutputError, match=r"b\.txt: cannot write: a directory of that name is in the way$"):
+        outputs.write_files({str(tmp_path / "a.txt"): b"a", str(tmp_path / "b.txt"): b"b"})
+    assert os.listdir(tmp_path) == ["b.txt"]
+
+
+def test_stale_temporary_files_are_removed_and_live_ones_kept(tmp_path):
+    import fcntl
+
+    done, live, other = (str(tmp_path / f"{n}.jpg_rawhm.txt") for n in ("done", "live", "other"))
+    stale = outputs._temp_names(done)
+    for tmp in stale[:2]:  # left by killed writers: nobody holds their lock
+        open(tmp, "wb").write(b"half")
+    held = outputs._temp_names(live)[0]
+    fd = os.open(held, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # a writer in another process, still running
+    not_ours = tmp_path / ".other.jpg_rawhm.txt.1a2b3c4d.tmp"
+    not_ours.write_bytes(b"")
+    try:
+        removed = outputs.remove_stale_temps([done, live, other])
+        assert removed == stale[:2]
+        assert _hidden(tmp_path) == sorted([os.path.basename(held), not_ours.name])
+    finally:
+        os.close(fd)
+    assert outputs.remove_stale_temps([live]) == [held]
+
+
+def test_a_second_writer_of_the_same_output_uses_another_temporary_name(tmp_path):
+    import fcntl
+
+    target = str(tmp_path / "x_rawhm.txt")
+    first = outputs._temp_names(target)[0]
+    fd = os.open(first, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        write_topten(target, [(1, 0.5)])  # must neither wait for nor remove the live writer's file
+        assert _hidden(tmp_path) == [os.path.basename(first)]
+        assert open(target).read() == "1 0.5\n"
+    finally:
+        os.close(fd)
+
+
+def test_a_killed_writers_temporary_file_is_reused(tmp_path):
+    target = str(tmp_path / "x_rawhm.txt")
+    first = outputs._temp_names(target)[0]
+    open(first, "wb").write(b"half of a killed run's file")
+    write_topten(target, [(2, 0.5)])
+    assert os.listdir(tmp_path) == ["x_rawhm.txt"]
+
+
+def test_a_symlink_or_fifo_with_a_temporary_name_is_left_alone(tmp_path):
+    target = str(tmp_path / "x_rawhm.txt")
+    first, second = outputs._temp_names(target)[:2]
+    os.symlink("/etc/passwd", first)
+    os.mkfifo(second)
+    assert outputs.remove_stale_temps([target]) == []
+    write_topten(target, [(2, 0.5)])
+    assert open(target).read() == "2 0.5\n" and os.path.islink(first) and os.path.exists("/etc/passwd")
+    assert _hidden(tmp_path) == sorted([os.path.basename(first), os.path.basename(second)])

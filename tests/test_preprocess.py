@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
 import time
 import zlib
@@ -495,6 +496,86 @@ def test_warning_becomes_error(tmp_path: Path) -> None:
         assert str(info.value).startswith(str(path))
     finally:
         Image.MAX_IMAGE_PIXELS = old
+
+
+def flat_png(width: int, height: int, value: int = 0) -> bytes:
+    """A valid RGB PNG of one flat colour, compressed row by row (never the whole image in memory): a 9000×9000
+    one is about 240 KB."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    packer = zlib.compressobj(9)
+    row = b"\0" + bytes([value]) * (3 * width)
+    idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def test_a_small_file_of_many_pixels_is_refused_from_its_header(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "flat.png"
+    path.write_bytes(flat_png(9000, 9000))
+    assert path.stat().st_size < 300_000
+    monkeypatch.setattr(Image.Image, "load", lambda self: 1 / 0)  # decoding would fail the test
+    with pytest.raises(ImageError) as info:
+        pp.load_image(path)
+    assert str(info.value) == (f"{path}: image too large: 9000x9000 = 81000000 pixels exceeds the limit of 12582912 "
+                               f"(--max-pixels)")
+
+
+def test_the_pixel_limit_is_inclusive_and_configurable(tmp_path: Path) -> None:
+    path = tmp_path / "p.png"
+    path.write_bytes(flat_png(40, 25, 7))
+    assert pp.load_image(path, max_pixels=1000).size == (25, 40)
+    with pytest.raises(ImageError, match=r"40x25 = 1000 pixels exceeds the limit of 999 \(--max-pixels\)$"):
+        pp.load_image(path, max_pixels=999)
+
+
+def test_pillows_lower_warning_level_does_not_override_a_raised_limit(tmp_path: Path) -> None:
+    path = tmp_path / "w.png"
+    path.write_bytes(flat_png(64, 64))
+    old = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = 64 * 64 - 1  # Pillow warns above this, we were asked to allow 5000
+    try:
+        assert pp.load_image(path, max_pixels=5000).size == (64, 64)
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
+
+
+@pytest.mark.parametrize(
+    "make, problem",
+    [
+        (lambda p: Image.fromarray(np.linspace(0, 1, 600, dtype=np.float32).reshape(20, 30)).save(p, format="TIFF"),
+         "unsupported image: 32-bit floating-point samples (e.g. a float TIFF); convert it to 8 or 16 bits per sample"),
+        (lambda p: os.mkfifo(p), "cannot read image: not a regular file (a named pipe (FIFO))"),
+        (lambda p: p.symlink_to("/dev/zero"), "cannot read image: not a regular file (a character device)"),
+        (lambda p: p.symlink_to("/dev/urandom"), "cannot read image: not a regular file (a character device)"),
+        (lambda p: p.symlink_to(p.name), "cannot read image: Too many levels of symbolic links"),
+        (lambda p: p.mkdir(), "cannot read image: not a regular file (a directory)"),
+    ],
+    ids=["float-tiff", "fifo", "dev-zero", "dev-urandom", "symlink-loop", "directory"],
+)
+def test_unusable_image_files_are_named_for_what_they_are(tmp_path: Path, make, problem) -> None:
+    path = tmp_path / "x.tif"
+    make(path)
+    with pytest.raises(ImageError) as info:
+        pp.load_image(path)
+    assert str(info.value) == f"{path}: {problem}"
+
+
+def test_baseimgsize_is_capped_by_the_pixel_limit() -> None:
+    assert pp.max_baseimgsize(pp.DEFAULT_MAX_PIXELS) == 512 and pp.max_baseimgsize(None) is None
+    assert pp.max_baseimgsize(48 * 1000**2) == 1000
+    pp.check_baseimgsize(512, pp.DEFAULT_MAX_PIXELS)
+    pp.check_baseimgsize(100_000, None)
+    with pytest.raises(ConfigError) as info:
+        pp.check_baseimgsize(8000, pp.DEFAULT_MAX_PIXELS, "c.txt line 22 (baseimgsize)")
+    assert str(info.value) == (
+        "c.txt line 22 (baseimgsize): baseimgsize 8000 is above the largest allowed, 512: resized images are limited "
+        "to --max-pixels / 48 = 262144 pixels (--max-pixels 12582912)"
+    )
+    mean = Mean(np.zeros((3, 1)), 1, 1)
+    with pytest.raises(ConfigError, match="baseimgsize 513 is above the largest allowed, 512"):
+        pp.preprocess_image("never-read.png", 513, (227, 227), mean)
 
 
 def test_resize_speed() -> None:

@@ -15,6 +15,10 @@ from google.protobuf import text_format
 
 from lrp_cli.caffe import caffe_pb2
 from lrp_cli.errors import ModelError
+from lrp_cli.files import display_path, open_regular, text_encoding_problem
+
+#: Largest prototxt read: 16 MiB (deploy nets are tens to hundreds of KB; the text parser is slow on more).
+MAX_PROTOTXT_BYTES = 16 * 2**20
 
 # V1 LayerType enum name -> V2 type string (Caffe's upgrade table).
 V1_TYPE_NAMES = {
@@ -72,13 +76,19 @@ _POSITION_PREFIX = re.compile(r"^\d+:\d+ : ")
 def read_prototxt(path: str | os.PathLike, phase: int = caffe_pb2.TEST) -> caffe_pb2.NetParameter:
     """Parse a text-format net, upgrade V1 layers and input_dim, and keep the layers of ``phase``."""
     path = os.fspath(path)
+    with open_regular(path, "prototxt", ModelError, MAX_PROTOTXT_BYTES) as f:
+        try:
+            data = f.read()
+        except OSError as e:
+            raise ModelError(f"{display_path(path)}: cannot read prototxt: {e.strerror or e}") from None
+    problem = text_encoding_problem(data)  # protobuf's text parser would report some odd token instead
+    if problem:
+        advice = ", not text (is it a caffemodel?)" if problem.startswith("binary") else "; save it as UTF-8"
+        raise ModelError(f"{display_path(path)}: the prototxt is {problem}{advice}")
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as e:
-        raise ModelError(f"{path}: cannot read prototxt: {e.strerror or e}") from None
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ModelError(f"{path}: not a text prototxt ({e.reason} at byte {e.start})") from None
+        raise ModelError(f"{display_path(path)}: not a text prototxt ({e.reason} at byte {e.start})") from None
     return parse_prototxt(text, path, phase)
 
 

@@ -454,12 +454,15 @@ def _pass_plan(kind: str, in_size: int, out_size: int) -> _Pass:
     return _Pass(_read_only(start), _read_only(w), tuple(bands))
 
 
-def _doubtful(v: np.ndarray, bound: np.ndarray) -> np.ndarray:
-    """Where ClampToQuantum could round ``v`` and a value within ``bound`` of it differently: within
-    bound (+ the step's slack) of some k + ½."""
-    d = v - np.floor(v)
-    d -= 0.5
-    return np.abs(d, out=d) <= bound + _STEP_SLACK
+def _quantize(acc: np.ndarray, bound: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """floor(acc + 0.5) (ClampToQuantum before the clip; ``acc`` is used up) and where that could
+    differ for a value within ``bound`` of ``acc``: where acc + 0.5 lies within bound (+ the step's
+    slack) of an integer."""
+    acc += 0.5
+    rounded = np.floor(acc)
+    fraction = np.subtract(acc, rounded, out=acc)
+    fraction -= 0.5
+    return rounded, np.abs(fraction, out=fraction) >= 0.5 - (bound + _STEP_SLACK)
 
 
 def _filter_rows(src: np.ndarray, kind: str, out_size: int) -> np.ndarray:
@@ -469,11 +472,11 @@ def _filter_rows(src: np.ndarray, kind: str, out_size: int) -> np.ndarray:
     out = np.empty(src.shape[:-2] + (out_size, src.shape[-1]), dtype=np.uint16)
     for band in plan.bands:
         acc = np.matmul(band.matrix, src[..., band.first : band.last, :].astype(np.float64))
-        doubt = _doubtful(acc, band.bound)
+        rounded, doubt = _quantize(acc, band.bound)
         if doubt.any():
             p, o, j = np.nonzero(doubt)
-            acc[p, o, j] = plan.tap_order(src, p, o + band.lo, j, plan.weights)
-        out[..., band.lo : band.hi, :] = _clamp_to_quantum(acc)
+            rounded[p, o, j] = np.floor(plan.tap_order(src, p, o + band.lo, j, plan.weights) + 0.5)
+        out[..., band.lo : band.hi, :] = np.clip(rounded, 0.0, 65535.0, out=rounded)
     return out
 
 
@@ -495,13 +498,12 @@ def _filter_rows_alpha(src: np.ndarray, alpha: np.ndarray, kind: str, out_size: 
     for band in plan.bands:
         a = alpha[band.first : band.last].astype(np.float64)
         opacity = QUANTUM_RANGE - a
-        acc_op = band.matrix @ opacity
-        doubt = _doubtful(acc_op, band.bound)
+        rounded, doubt = _quantize(band.matrix @ opacity, band.bound)
         if doubt.any():
             o, j = np.nonzero(doubt)
             all_opacity = QUANTUM_RANGE - alpha[None].astype(np.float64)
-            acc_op[o, j] = plan.tap_order(all_opacity, np.zeros_like(o), o + band.lo, j, plan.weights)
-        new_alpha[band.lo : band.hi] = QUANTUM_RANGE - _clamp_to_quantum(acc_op)
+            rounded[o, j] = np.floor(plan.tap_order(all_opacity, np.zeros_like(o), o + band.lo, j, plan.weights) + 0.5)
+        new_alpha[band.lo : band.hi] = QUANTUM_RANGE - np.clip(rounded, 0.0, 65535.0, out=rounded)
 
         scaled = band.matrix * _QUANTUM_SCALE
         gamma = scaled @ a
@@ -518,11 +520,12 @@ def _filter_rows_alpha(src: np.ndarray, alpha: np.ndarray, kind: str, out_size: 
             bound = delta * (QUANTUM_RANGE / (g - delta) + quotient / g) + 8.0 * _U * (quotient + 1.0)
         bound[zero] = 0.0
         bound[unsafe] = np.inf
-        doubt = _doubtful(colour, bound).any(axis=0) | unsafe
+        rounded, doubt = _quantize(colour, bound)
+        doubt = doubt.any(axis=0) | unsafe
         if doubt.any():
             o, j = np.nonzero(doubt)
-            colour[:, o, j] = _alpha_tap_order(plan, src, alpha, o + band.lo, j)
-        colours[:, band.lo : band.hi] = _clamp_to_quantum(colour)
+            rounded[:, o, j] = np.floor(_alpha_tap_order(plan, src, alpha, o + band.lo, j) + 0.5)
+        colours[:, band.lo : band.hi] = np.clip(rounded, 0.0, 65535.0, out=rounded)
     return colours, new_alpha
 
 

@@ -70,8 +70,10 @@ DEFAULT_MAX_PIXELS = 89_478_485
 # round the other way.
 _EPSILON = 1.0e-12
 _QUANTUM_SCALE = 1.0 / 65535.0  # QuantumScale, a double
-# Output samples per band of a pass's weight matrix (see _Pass)
+# Output samples per band of a pass's weight matrix (see _Pass), and the most input values a piece
+# of a band converts to float64 at once (16 MB; see _pieces)
 _BAND_ROWS = 16
+_PIECE_VALUES = 1 << 21
 
 # SincFast for a Q16 build: sinc(x) ≈ (x²−1)(x²−4)(x²−9)(x²−16)·P(x²) with this degree-9 polynomial P
 # (Robidoux & Racette's minimax fit, max. relative error 2.2e-8 on [-4, 4]).
@@ -465,68 +467,84 @@ def _quantize(acc: np.ndarray, bound: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return rounded, np.abs(fraction, out=fraction) >= 0.5 - (bound + _STEP_SLACK)
 
 
+def _pieces(plan: _Pass, planes: int, columns: int):
+    """The (band, column slice) pieces of a pass over ``columns`` columns of ``planes`` planes, each
+    converting at most ``_PIECE_VALUES`` input values to float64 (one piece per band for photos;
+    giant images are done in column strips instead of whole float64 copies)."""
+    for band in plan.bands:
+        step = max(1, _PIECE_VALUES // (planes * (band.last - band.first)))
+        for c0 in range(0, columns, step):
+            yield band, slice(c0, min(c0 + step, columns))
+
+
 def _filter_rows(src: np.ndarray, kind: str, out_size: int) -> np.ndarray:
     """One pass along axis −2: quanta ``src`` (P, n, m), any strides → ClampToQuantum'd uint16
     (P, out_size, m), equal to ImageMagick's running sums over the taps in tap order."""
     plan = _pass_plan(kind, src.shape[-2], out_size)
     out = np.empty(src.shape[:-2] + (out_size, src.shape[-1]), dtype=np.uint16)
-    for band in plan.bands:
-        acc = np.matmul(band.matrix, src[..., band.first : band.last, :].astype(np.float64))
+    for band, cols in _pieces(plan, src.shape[0], src.shape[-1]):
+        acc = np.matmul(band.matrix, src[..., band.first : band.last, cols].astype(np.float64))
         rounded, doubt = _quantize(acc, band.bound)
         if doubt.any():
             p, o, j = np.nonzero(doubt)
-            rounded[p, o, j] = np.floor(plan.tap_order(src, p, o + band.lo, j, plan.weights) + 0.5)
-        out[..., band.lo : band.hi, :] = np.clip(rounded, 0.0, 65535.0, out=rounded)
+            sums = plan.tap_order(src, p, o + band.lo, j + cols.start, plan.weights)
+            rounded[p, o, j] = np.floor(sums + 0.5)
+        out[..., band.lo : band.hi, cols] = np.clip(rounded, 0.0, 65535.0, out=rounded)
     return out
 
 
 def _filter_rows_alpha(src: np.ndarray, alpha: np.ndarray, kind: str, out_size: int) -> tuple[np.ndarray, np.ndarray]:
     """One alpha-weighted pass along axis −2: quanta ``src`` (C, n, m) and ``alpha`` (n, m) → uint16
-    colours (C, out_size, m) and alpha (out_size, m), equal to ImageMagick's tap-order sums.
-
-    With w' = w·QuantumScale (rounded): γ = Σ w'·α, colour = PerceptibleReciprocal(γ)·Σ (w'·α)·v,
-    opacity = Σ w·(65535 − α).  BLAS forms Σ w'·(α·v) (α·v < 2³² is exact).  With G = Σ|w'|·α, γ
-    lies within Δ = 2γ_n·G of its tap-order value and each colour sum (|sum| ≤ 65535·G) within
-    65535·Δ, so where |γ| − Δ ≥ ε the quotients differ by at most
-    65535·Δ·(1 + G/|γ|)/(|γ| − Δ) (plus the roundings of the reciprocal and the product).  A sample
-    is summed again in tap order where that reaches some k + ½ in any channel, or where γ might lie
-    on the other side of ±ε (G = 0 is exact: γ = 0 and colour 0 both ways).
-    """
+    colours (C, out_size, m) and alpha (out_size, m), equal to ImageMagick's tap-order sums:
+    with w' = w·QuantumScale (rounded), γ = Σ w'·α, colour = PerceptibleReciprocal(γ)·Σ (w'·α)·v,
+    opacity = Σ w·(65535 − α)."""
     plan = _pass_plan(kind, src.shape[-2], out_size)
     colours = np.empty(src.shape[:-2] + (out_size, src.shape[-1]), dtype=np.uint16)
     new_alpha = np.empty((out_size, src.shape[-1]), dtype=np.uint16)
-    for band in plan.bands:
-        a = alpha[band.first : band.last].astype(np.float64)
-        opacity = QUANTUM_RANGE - a
-        rounded, doubt = _quantize(band.matrix @ opacity, band.bound)
+    for band, cols in _pieces(plan, src.shape[0] + 1, src.shape[-1]):
+        a = alpha[band.first : band.last, cols].astype(np.float64)
+        rounded, doubt = _quantize(band.matrix @ (QUANTUM_RANGE - a), band.bound)
         if doubt.any():
             o, j = np.nonzero(doubt)
-            all_opacity = QUANTUM_RANGE - alpha[None].astype(np.float64)
-            rounded[o, j] = np.floor(plan.tap_order(all_opacity, np.zeros_like(o), o + band.lo, j, plan.weights) + 0.5)
-        new_alpha[band.lo : band.hi] = QUANTUM_RANGE - np.clip(rounded, 0.0, 65535.0, out=rounded)
-
-        scaled = band.matrix * _QUANTUM_SCALE
-        gamma = scaled @ a
-        total = np.abs(scaled) @ a  # G
-        total *= 1.01  # room for that sum's own rounding
-        colour = np.matmul(scaled, src[:, band.first : band.last].astype(np.float64) * a)
-        colour *= _perceptible_reciprocal(gamma)
-        delta = 2.0 * band.gamma * total
-        g = np.abs(gamma)
-        zero = total == 0.0  # no alpha under the taps: γ = 0 and the sums 0, exactly
-        unsafe = ~(g - delta >= _EPSILON * (1.0 + 8.0 * _U)) & ~zero  # |γ| might be below ε either way
-        with np.errstate(divide="ignore", invalid="ignore"):
-            quotient = QUANTUM_RANGE * total / (g - delta)  # ≥ |colour|
-            bound = delta * (QUANTUM_RANGE / (g - delta) + quotient / g) + 8.0 * _U * (quotient + 1.0)
-        bound[zero] = 0.0
-        bound[unsafe] = np.inf
-        rounded, doubt = _quantize(colour, bound)
-        doubt = doubt.any(axis=0) | unsafe
+            opacity = QUANTUM_RANGE - alpha[None].astype(np.float64)
+            sums = plan.tap_order(opacity, np.zeros_like(o), o + band.lo, j + cols.start, plan.weights)
+            rounded[o, j] = np.floor(sums + 0.5)
+        new_alpha[band.lo : band.hi, cols] = QUANTUM_RANGE - np.clip(rounded, 0.0, 65535.0, out=rounded)
+        rounded, doubt = _alpha_colours(band, src[:, band.first : band.last, cols], a)
         if doubt.any():
             o, j = np.nonzero(doubt)
-            rounded[:, o, j] = np.floor(_alpha_tap_order(plan, src, alpha, o + band.lo, j) + 0.5)
-        colours[:, band.lo : band.hi] = np.clip(rounded, 0.0, 65535.0, out=rounded)
+            rounded[:, o, j] = np.floor(_alpha_tap_order(plan, src, alpha, o + band.lo, j + cols.start) + 0.5)
+        colours[:, band.lo : band.hi, cols] = np.clip(rounded, 0.0, 65535.0, out=rounded)
     return colours, new_alpha
+
+
+def _alpha_colours(band: _Band, src: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A band's alpha-weighted colours through BLAS for the input rows ``src`` (C, rows, k) and their
+    alpha ``a`` (rows, k) float64: (floor(colour + 0.5) (C, B, k), doubtful samples (B, k)).
+
+    BLAS forms Σ w'·(α·v) (α·v < 2³² is exact).  With G = Σ|w'|·α, γ lies within Δ = 2γ_n·G of its
+    tap-order value and each colour sum (|sum| ≤ 65535·G) within 65535·Δ, so where |γ| − Δ ≥ ε the
+    quotients differ by at most 65535·Δ·(1 + G/|γ|)/(|γ| − Δ) (plus the roundings of the reciprocal
+    and the product).  A sample is doubtful where that reaches some k + ½ in any channel, or where γ
+    might lie on the other side of ±ε (G = 0 is exact: γ = 0 and colour 0 both ways).
+    """
+    scaled = band.matrix * _QUANTUM_SCALE
+    gamma = scaled @ a
+    total = np.abs(scaled) @ a  # G
+    total *= 1.01  # room for that sum's own rounding
+    colour = np.matmul(scaled, src.astype(np.float64) * a)
+    colour *= _perceptible_reciprocal(gamma)
+    delta = 2.0 * band.gamma * total
+    g = np.abs(gamma)
+    zero = total == 0.0
+    unsafe = ~(g - delta >= _EPSILON * (1.0 + 8.0 * _U)) & ~zero
+    with np.errstate(divide="ignore", invalid="ignore"):
+        quotient = QUANTUM_RANGE * total / (g - delta)  # ≥ |colour|
+        bound = delta * (QUANTUM_RANGE / (g - delta) + quotient / g) + 8.0 * _U * (quotient + 1.0)
+    bound[zero] = 0.0
+    bound[unsafe] = np.inf
+    rounded, doubt = _quantize(colour, bound)
+    return rounded, doubt.any(axis=0) | unsafe
 
 
 def _alpha_tap_order(plan: _Pass, src: np.ndarray, alpha: np.ndarray, o: np.ndarray, j: np.ndarray) -> np.ndarray:

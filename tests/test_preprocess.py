@@ -514,6 +514,21 @@ def test_blas_passes_equal_tap_order_random() -> None:
             _resize_both(q, out_hw, kind, rng.integers(0, 65536, shape[1:], dtype=np.uint16))
 
 
+def test_giant_images_go_in_column_strips(monkeypatch, recomputed: dict) -> None:
+    """With pieces of at most 600 input values, every band is done in strips of columns (as for a
+    giant image); the result stays the tap-order one, near-ties included."""
+    monkeypatch.setattr(pp, "_PIECE_VALUES", 600)
+    rng = np.random.default_rng(24)
+    q = _tie_prone(rng, (3, 96, 84))
+    alpha = np.where(rng.random((96, 84)) < 0.3, 0, 65000 + rng.integers(0, 2, (96, 84))).astype(np.uint16)
+    for kind in (pp.LANCZOS, pp.MITCHELL):
+        for out_hw in [(48, 42), (24, 21), (100, 90)]:
+            _resize_both(q, out_hw, kind)
+            _resize_both(q, out_hw, kind, alpha)
+    assert recomputed["samples"] > 100
+    assert len(list(pp._pieces(pp._pass_plan(pp.LANCZOS, 96, 48), 3, 84))) > 3 * 10
+
+
 def test_bands_hold_the_taps() -> None:
     """The bands of a pass, put together, are the weight matrix of filter_taps."""
     for kind, n, m in [(pp.LANCZOS, 640, 256), (pp.MITCHELL, 100, 333), (pp.LANCZOS, 5, 1)]:

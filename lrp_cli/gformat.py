@@ -247,12 +247,13 @@ def _records(x: np.ndarray, tail: np.ndarray, tail_len: np.ndarray, scratch: _Sc
     np.less_equal(ax, _FAST_MAX, out=b[1])
     np.logical_and(b[0], b[1], out=b[0])
     special = kind = None
-    if not b[0].all():  # zeros, infinities, NaNs, and doubles beyond the fast range
+    all_inside = bool(b[0].all())
+    if not all_inside:  # zeros, infinities, NaNs, and doubles beyond the fast range
         outside = np.flatnonzero(~b[0])
         ax_outside = ax[outside]
         ax[outside] = 1.0
     unsure = _round6_into(ax, digits, exponent, f[4], f[5], b[2], b[3])
-    if not b[0].all():
+    if not all_inside:
         finite = (ax_outside > 0) & (ax_outside < np.inf)
         unsure = np.concatenate([unsure, outside[finite]])
         special = outside[~finite]

@@ -30,12 +30,12 @@ from .files import display_path, open_regular
 from .net import Net
 from .outputs import (
     OutputPaths,
-    format_rawhm,
     format_topten,
     npy_bytes,
     output_files,
     output_paths,
     png_bytes,
+    rawhm_bytes,
     write_files,
 )
 from .preprocess import (
@@ -228,7 +228,7 @@ def encode_explanation(explanation: Explanation, paths: OutputPaths, files: list
     encoders = {
         paths.heatmap: lambda: png_bytes(explanation.colored(colormap, overlay_image)),
         paths.topten: lambda: format_topten(explanation.top10).encode("ascii"),
-        paths.rawhm: lambda: format_rawhm(explanation.rawhm).encode("ascii"),
+        paths.rawhm: lambda: rawhm_bytes(explanation.rawhm),
         paths.as_inputted: lambda: png_bytes(explanation.input.crop),
         paths.npy: lambda: npy_bytes(explanation.rawhm.astype(np.float32)),
     }

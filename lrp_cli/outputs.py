@@ -30,6 +30,7 @@ import numpy as np
 
 from .errors import LrpError
 from .files import display_path
+from .gformat import format_g_buffer
 from .render import to_uint8
 
 try:
@@ -50,6 +51,7 @@ __all__ = [
     "output_files",
     "output_paths",
     "png_bytes",
+    "rawhm_bytes",
     "remove_stale_temps",
     "write_files",
     "write_npy",
@@ -363,29 +365,30 @@ def format_g(value: float) -> str:
 
 def format_rawhm(rawhm: np.ndarray) -> str:
     """The ``_rawhm.txt`` text of a ``(C, H, W)`` array (R, G, B order for the demonstrator): ``C``,
-    ``H W``, then C·H lines of W values, each value followed by one space."""
+    ``H W``, then C·H lines of W values, each value followed by one space.
+
+    Every value is :func:`format_g` of it widened to double, formatted for the whole array at once
+    by :func:`lrp_cli.gformat.format_g_buffer` (numpy, mostly without the GIL).
+    """
+    a = np.asarray(rawhm)
+    if a.ndim != 3:
+        raise ValueError(f"raw heatmap must be (C, H, W), got shape {a.shape}")
+    return str(rawhm_bytes(a), "ascii")
+
+
+def rawhm_bytes(rawhm: np.ndarray) -> bytes:
+    """:func:`format_rawhm` as ASCII bytes, without the detour through a str."""
     a = np.asarray(rawhm)
     if a.ndim != 3:
         raise ValueError(f"raw heatmap must be (C, H, W), got shape {a.shape}")
     c, h, w = a.shape
-    rows = a.astype(np.float64).reshape(c * h, w)
-    head = f"{c}\n{h} {w}\n"
-    if w == 0:
-        return head + "\n" * (c * h)
-    nan_rows = np.isnan(rows).any(axis=1)
-    row_fmt = "%g " * w + "\n"
-    parts = [head]
-    for r, row in enumerate(rows.tolist()):
-        if nan_rows[r]:
-            parts.append("".join(format_g(x) + " " for x in row) + "\n")
-        else:
-            parts.append(row_fmt % tuple(row))
-    return "".join(parts)
+    head = f"{c}\n{h} {w}\n".encode("ascii")
+    return format_g_buffer(a.reshape(c * h, w), head).tobytes()
 
 
 def write_rawhm(path: str | os.PathLike, rawhm: np.ndarray) -> None:
     """Write ``_rawhm.txt`` atomically (format of spec §7.2; values are widened to double first)."""
-    _write_bytes(path, format_rawhm(rawhm).encode("ascii"))
+    _write_bytes(path, rawhm_bytes(rawhm))
 
 
 def format_topten(ranked: Iterable[tuple[int, float]], count: int = 10) -> str:

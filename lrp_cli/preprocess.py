@@ -9,6 +9,8 @@ Pipeline for one image (every array is channel-first):
 3. :func:`resize_quanta` ports ImageMagick 6.8.9-9 Q16's ``ResizeImage`` (§4.2 point 4): separable
    Lanczos (SincFast windowed by SincFast, support 3) or Mitchell (B = C = 1/3, support 2), double
    accumulation in tap order, ClampToQuantum after each pass, alpha weighting when alpha is active.
+   Each pass is a banded matrix product through BLAS; the few samples whose rounding could depend
+   on the order of the sum are summed again in tap order, so the result is the tap-order one.
 4. :func:`quanta_to_rgb255` gives ``img = (Q / 65535) · 255`` in float64, RGB (§4.3–4.4).
 5. :func:`crop_pad` crops or edge-replicates to the net input ``(inhei, inwid)`` (§4.5).
 6. :func:`mean_for_input` builds the mean as it is subtracted (§4.6, or properly ``"centered"``) and
@@ -21,6 +23,7 @@ The mean is any object with ``flat`` (float64 ``(3, Hm·Wm)``, planes B, G, R), 
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import warnings
@@ -77,6 +80,10 @@ RESIZED_FRACTION = 48
 # round the other way.
 _EPSILON = 1.0e-12
 _QUANTUM_SCALE = 1.0 / 65535.0  # QuantumScale, a double
+# Output samples per band of a pass's weight matrix (see _Pass), and the most input values a piece
+# of a band converts to float64 at once (16 MB; see _pieces)
+_BAND_ROWS = 16
+_PIECE_VALUES = 1 << 21
 
 # SincFast for a Q16 build: sinc(x) ≈ (x²−1)(x²−4)(x²−9)(x²−16)·P(x²) with this degree-9 polynomial P
 # (Robidoux & Racette's minimax fit, max. relative error 2.2e-8 on [-4, 4]).
@@ -346,15 +353,9 @@ def _filter_weight(kind: str, x: np.ndarray) -> np.ndarray:
     return np.where(ax < 1.0, near, np.where(ax < 2.0, far, 0.0))
 
 
-def filter_taps(kind: str, in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Tap indices (int64) and normalised float64 weights, both ``(out_size, T)``, for one axis.
-
-    factor = out/in; scale = max(1/factor + ε, 1) (ε = MagickEpsilon = 1e-12);
-    support = scale·filter_support (3 or 2); for output x: bisect = (x + 0.5)/factor + ε, taps
-    i = trunc(max(bisect − support + 0.5, 0)) .. trunc(min(bisect + support + 0.5, in)) − 1,
-    weight = filter((i − bisect + 0.5)/scale), divided by their running sum (unless it is 0 or 1).
-    Unused tap slots have weight 0 (adding them is exact).
-    """
+def _taps(kind: str, in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """First tap (int64, ``(out_size,)``), tap count (int64, ``(out_size,)``) and normalised float64
+    weights ``(out_size, T)`` (0 in slots past the count) of one axis; see :func:`filter_taps`."""
     filter_support = {LANCZOS: 3.0, MITCHELL: 2.0}[kind]
     factor = out_size / in_size
     scale = max(1.0 / factor + _EPSILON, 1.0)
@@ -370,18 +371,33 @@ def filter_taps(kind: str, in_size: int, out_size: int) -> tuple[np.ndarray, np.
     idx = start[:, None] + n[None, :]
     valid = n[None, :] < count[:, None]
     w = np.where(valid, _filter_weight(kind, inv_scale * (idx - bisect[:, None] + 0.5)), 0.0)
-    density = np.zeros(out_size)
-    for t in range(w.shape[1]):  # running sum in tap order, as ImageMagick adds them
-        density = density + w[:, t]
+    density = np.cumsum(w, axis=1)[:, -1]  # running sum in tap order, as ImageMagick adds them
     norm = (density != 0.0) & (density != 1.0)
     recip = _perceptible_reciprocal(np.where(norm, density, 1.0))
-    w = np.where(norm[:, None], w * recip[:, None], w)
-    return np.minimum(idx, in_size - 1), w
+    return start, count, np.where(norm[:, None], w * recip[:, None], w)
+
+
+def filter_taps(kind: str, in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Tap indices (int64) and normalised float64 weights, both ``(out_size, T)``, for one axis.
+
+    factor = out/in; scale = max(1/factor + ε, 1) (ε = MagickEpsilon = 1e-12);
+    support = scale·filter_support (3 or 2); for output x: bisect = (x + 0.5)/factor + ε, taps
+    i = trunc(max(bisect − support + 0.5, 0)) .. trunc(min(bisect + support + 0.5, in)) − 1,
+    weight = filter((i − bisect + 0.5)/scale), divided by their running sum (unless it is 0 or 1).
+    Unused tap slots have weight 0 (adding them is exact).
+    """
+    start, _, w = _taps(kind, in_size, out_size)
+    return np.minimum(start[:, None] + np.arange(w.shape[1])[None, :], in_size - 1), w
 
 
 def _clamp_to_quantum(v: np.ndarray) -> np.ndarray:
-    """ClampToQuantum: 0 if v ≤ 0, 65535 if v ≥ 65535, else trunc(v + 0.5) (round half up)."""
-    return np.where(v <= 0.0, 0.0, np.where(v >= 65535.0, 65535.0, np.trunc(v + 0.5))).astype(np.uint16)
+    """ClampToQuantum: 0 if v ≤ 0, 65535 if v ≥ 65535, else trunc(v + 0.5) (round half up).
+
+    Computed as clip(floor(v + 0.5), 0, 65535): the same numbers (floor = trunc for v > 0, and both
+    clip to the ends elsewhere) in fewer passes.
+    """
+    r = np.floor(v + 0.5)
+    return np.clip(r, 0.0, 65535.0, out=r).astype(np.uint16)
 
 
 def _perceptible_reciprocal(x: np.ndarray) -> np.ndarray:
@@ -391,38 +407,186 @@ def _perceptible_reciprocal(x: np.ndarray) -> np.ndarray:
     return np.where(tiny, sign / _EPSILON, 1.0 / np.where(tiny, 1.0, x))
 
 
-def _filter_pass(
-    planes: np.ndarray, alpha: np.ndarray | None, kind: str, out_size: int
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """One pass along axis 0: ``planes`` (N, C, K), ``alpha`` (N, K) or None → (out_size, C, K) uint16.
+# --------------------------------------------------------------------------------------------
+# The filter passes through BLAS
+#
+# A pass is a product with a banded weight matrix, W[o, start[o] + t] = w[o, t], done band by band:
+# a dense block of W (≈ _BAND_ROWS output samples × the input rows they reach) times those rows.
+# BLAS adds the products w·v in another order than ImageMagick's running sum (and may fuse
+# multiply and add), so a sum may differ from the tap-order one in its last bits; both lie within
+# γ_n·Σ|w·v| ≤ γ_n·65535·Σ|w| of the exact sum (n terms, γ_n = n·u/(1 − n·u), u = 2⁻⁵³).
+# ClampToQuantum only steps where v + 0.5 reaches an integer, so the two round alike unless the
+# BLAS sum lies within twice that bound of some k + ½.  Those few samples (exact ties among them,
+# see _EPSILON) are summed again in tap order, so every pass equals the tap-order port bit for bit.
+# --------------------------------------------------------------------------------------------
 
-    Without alpha: out[x] = Σ_t w[x,t]·in[idx[x,t]], summed in tap order.  With alpha (α = alpha/65535):
-    colour = Σ (w·α)·v / Σ w·α (dividing by ±ε instead when |Σ w·α| < ε), opacity = Σ w·opacity.
+_U = 2.0**-53
+# How far below k + ½ ClampToQuantum's step can lie: v + 0.5 is rounded to double first, which
+# moves it by at most half an ulp of 65536 (2⁻³⁷).
+_STEP_SLACK = 2.0**-36
+
+
+@dataclass(frozen=True)
+class _Band:
+    """Output samples ``lo:hi`` of a pass, whose taps all lie in input rows ``first:last``.
+
+    ``matrix`` (hi − lo, last − first): their weights; ``gamma`` (hi − lo, 1): γ_n for n = the
+    band's columns + 2 (the alpha pass rounds twice per term); ``bound`` (hi − lo, 1): 2·γ_n·65535·Σ|w|,
+    how far a BLAS sum may lie from the tap-order one.
     """
-    idx, w = filter_taps(kind, planes.shape[0], out_size)
-    src = np.ascontiguousarray(planes, dtype=np.float64)  # rows of axis 0 contiguous: fast gathers
-    acc = np.zeros((out_size,) + src.shape[1:])
-    if alpha is None:
-        tmp = np.empty_like(acc)
-        for t in range(idx.shape[1]):
-            np.take(src, idx[:, t], axis=0, out=tmp)
-            tmp *= w[:, t, None, None]
-            acc += tmp
-        return _clamp_to_quantum(acc), None
-    alpha_d = np.ascontiguousarray(alpha, dtype=np.float64)
-    opacity = QUANTUM_RANGE - alpha_d
-    acc_op = np.zeros((out_size,) + alpha.shape[1:])
-    gamma = np.zeros((out_size,) + alpha.shape[1:])
-    for t in range(idx.shape[1]):
-        wt = w[:, t, None]
-        a = (wt * _QUANTUM_SCALE) * alpha_d[idx[:, t]]
-        acc += a[:, None, :] * src[idx[:, t]]
-        acc_op += wt * opacity[idx[:, t]]
-        gamma += a
-    g = _perceptible_reciprocal(gamma)
-    colour = _clamp_to_quantum(g[:, None, :] * acc)
-    new_alpha = (QUANTUM_RANGE - _clamp_to_quantum(acc_op).astype(np.int64)).astype(np.uint16)
-    return colour, new_alpha
+
+    lo: int
+    hi: int
+    first: int
+    last: int
+    matrix: np.ndarray
+    gamma: np.ndarray
+    bound: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Pass:
+    """The taps of one pass (see :func:`_taps`) and their bands (read-only arrays; cached)."""
+
+    start: np.ndarray
+    weights: np.ndarray
+    bands: tuple[_Band, ...]
+
+    def tap_order(self, x: np.ndarray, p: np.ndarray, o: np.ndarray, j: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """The running sums Σ_t weights[o,t]·x[p, start[o] + t, j] (float64), added in tap order as the
+        original's loop does, for the samples (p, o, j) of ``x`` (P, n, m)."""
+        rows = np.minimum(self.start[o, None] + np.arange(self.weights.shape[1]), x.shape[-2] - 1)
+        terms = x[p[:, None], rows, j[:, None]].astype(np.float64)
+        terms *= weights[o]
+        return np.cumsum(terms, axis=1)[:, -1]
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
+
+
+@functools.lru_cache(maxsize=64)
+def _pass_plan(kind: str, in_size: int, out_size: int) -> _Pass:
+    """The taps of a pass cut into bands of ``_BAND_ROWS`` output samples (cached: a list of photos
+    mostly repeats a few sizes)."""
+    start, count, w = _taps(kind, in_size, out_size)
+    l1 = np.abs(w).sum(axis=1)
+    t = np.arange(w.shape[1])
+    bands = []
+    for lo in range(0, out_size, _BAND_ROWS):
+        hi = min(lo + _BAND_ROWS, out_size)
+        first, last = int(start[lo]), int((start[lo:hi] + count[lo:hi]).max())
+        r, c = np.nonzero(t[None, :] < count[lo:hi, None])
+        matrix = np.zeros((hi - lo, last - first))
+        matrix[r, start[lo + r] - first + c] = w[lo + r, c]
+        n = last - first + 2
+        gamma = np.full((hi - lo, 1), n * _U / (1.0 - n * _U))
+        bound = 2.0 * gamma * QUANTUM_RANGE * l1[lo:hi, None]
+        bands.append(_Band(lo, hi, first, last, _read_only(matrix), _read_only(gamma), _read_only(bound)))
+    return _Pass(_read_only(start), _read_only(w), tuple(bands))
+
+
+def _quantize(acc: np.ndarray, bound: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """floor(acc + 0.5) (ClampToQuantum before the clip; ``acc`` is used up) and where that could
+    differ for a value within ``bound`` of ``acc``: where acc + 0.5 lies within bound (+ the step's
+    slack) of an integer."""
+    acc += 0.5
+    rounded = np.floor(acc)
+    fraction = np.subtract(acc, rounded, out=acc)
+    fraction -= 0.5
+    return rounded, np.abs(fraction, out=fraction) >= 0.5 - (bound + _STEP_SLACK)
+
+
+def _pieces(plan: _Pass, planes: int, columns: int):
+    """The (band, column slice) pieces of a pass over ``columns`` columns of ``planes`` planes, each
+    converting at most ``_PIECE_VALUES`` input values to float64 (one piece per band for photos;
+    giant images are done in column strips instead of whole float64 copies)."""
+    for band in plan.bands:
+        step = max(1, _PIECE_VALUES // (planes * (band.last - band.first)))
+        for c0 in range(0, columns, step):
+            yield band, slice(c0, min(c0 + step, columns))
+
+
+def _filter_rows(src: np.ndarray, kind: str, out_size: int) -> np.ndarray:
+    """One pass along axis −2: quanta ``src`` (P, n, m), any strides → ClampToQuantum'd uint16
+    (P, out_size, m), equal to ImageMagick's running sums over the taps in tap order."""
+    plan = _pass_plan(kind, src.shape[-2], out_size)
+    out = np.empty(src.shape[:-2] + (out_size, src.shape[-1]), dtype=np.uint16)
+    for band, cols in _pieces(plan, src.shape[0], src.shape[-1]):
+        acc = np.matmul(band.matrix, src[..., band.first : band.last, cols].astype(np.float64))
+        rounded, doubt = _quantize(acc, band.bound)
+        if doubt.any():
+            p, o, j = np.nonzero(doubt)
+            sums = plan.tap_order(src, p, o + band.lo, j + cols.start, plan.weights)
+            rounded[p, o, j] = np.floor(sums + 0.5)
+        out[..., band.lo : band.hi, cols] = np.clip(rounded, 0.0, 65535.0, out=rounded)
+    return out
+
+
+def _filter_rows_alpha(src: np.ndarray, alpha: np.ndarray, kind: str, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """One alpha-weighted pass along axis −2: quanta ``src`` (C, n, m) and ``alpha`` (n, m) → uint16
+    colours (C, out_size, m) and alpha (out_size, m), equal to ImageMagick's tap-order sums:
+    with w' = w·QuantumScale (rounded), γ = Σ w'·α, colour = PerceptibleReciprocal(γ)·Σ (w'·α)·v,
+    opacity = Σ w·(65535 − α)."""
+    plan = _pass_plan(kind, src.shape[-2], out_size)
+    colours = np.empty(src.shape[:-2] + (out_size, src.shape[-1]), dtype=np.uint16)
+    new_alpha = np.empty((out_size, src.shape[-1]), dtype=np.uint16)
+    for band, cols in _pieces(plan, src.shape[0] + 1, src.shape[-1]):
+        a = alpha[band.first : band.last, cols].astype(np.float64)
+        rounded, doubt = _quantize(band.matrix @ (QUANTUM_RANGE - a), band.bound)
+        if doubt.any():
+            o, j = np.nonzero(doubt)
+            opacity = QUANTUM_RANGE - alpha[None].astype(np.float64)
+            sums = plan.tap_order(opacity, np.zeros_like(o), o + band.lo, j + cols.start, plan.weights)
+            rounded[o, j] = np.floor(sums + 0.5)
+        new_alpha[band.lo : band.hi, cols] = QUANTUM_RANGE - np.clip(rounded, 0.0, 65535.0, out=rounded)
+        rounded, doubt = _alpha_colours(band, src[:, band.first : band.last, cols], a)
+        if doubt.any():
+            o, j = np.nonzero(doubt)
+            rounded[:, o, j] = np.floor(_alpha_tap_order(plan, src, alpha, o + band.lo, j + cols.start) + 0.5)
+        colours[:, band.lo : band.hi, cols] = np.clip(rounded, 0.0, 65535.0, out=rounded)
+    return colours, new_alpha
+
+
+def _alpha_colours(band: _Band, src: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A band's alpha-weighted colours through BLAS for the input rows ``src`` (C, rows, k) and their
+    alpha ``a`` (rows, k) float64: (floor(colour + 0.5) (C, B, k), doubtful samples (B, k)).
+
+    BLAS forms Σ w'·(α·v) (α·v < 2³² is exact).  With G = Σ|w'|·α, γ lies within Δ = 2γ_n·G of its
+    tap-order value and each colour sum (|sum| ≤ 65535·G) within 65535·Δ, so where |γ| − Δ ≥ ε the
+    quotients differ by at most 65535·Δ·(1 + G/|γ|)/(|γ| − Δ) (plus the roundings of the reciprocal
+    and the product).  A sample is doubtful where that reaches some k + ½ in any channel, or where γ
+    might lie on the other side of ±ε (G = 0 is exact: γ = 0 and colour 0 both ways).
+    """
+    scaled = band.matrix * _QUANTUM_SCALE
+    gamma = scaled @ a
+    total = np.abs(scaled) @ a  # G
+    total *= 1.01  # room for that sum's own rounding
+    colour = np.matmul(scaled, src.astype(np.float64) * a)
+    colour *= _perceptible_reciprocal(gamma)
+    delta = 2.0 * band.gamma * total
+    g = np.abs(gamma)
+    zero = total == 0.0
+    unsafe = ~(g - delta >= _EPSILON * (1.0 + 8.0 * _U)) & ~zero
+    with np.errstate(divide="ignore", invalid="ignore"):
+        quotient = QUANTUM_RANGE * total / (g - delta)  # ≥ |colour|
+        bound = delta * (QUANTUM_RANGE / (g - delta) + quotient / g) + 8.0 * _U * (quotient + 1.0)
+    bound[zero] = 0.0
+    bound[unsafe] = np.inf
+    rounded, doubt = _quantize(colour, bound)
+    return rounded, doubt.any(axis=0) | unsafe
+
+
+def _alpha_tap_order(plan: _Pass, src: np.ndarray, alpha: np.ndarray, o: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """PerceptibleReciprocal(γ)·Σ a·v with a = (w·QuantumScale)·α, γ = Σ a, both running sums in tap
+    order, for output samples (o, j) of every channel → float64 (C, len(o))."""
+    scaled = plan.weights * _QUANTUM_SCALE
+    a = plan.tap_order(alpha[None], np.zeros_like(o), o, j, scaled)  # γ
+    rows = np.minimum(plan.start[o, None] + np.arange(plan.weights.shape[1]), src.shape[-2] - 1)
+    terms_a = scaled[o] * alpha[rows, j[:, None]].astype(np.float64)  # a per tap, as ImageMagick forms it
+    acc = np.cumsum(terms_a[None] * src[:, rows, j[:, None]].astype(np.float64), axis=2)[:, :, -1]
+    return _perceptible_reciprocal(a) * acc
 
 
 def resize_quanta(
@@ -452,13 +616,17 @@ def resize_quanta(
         if kind is None:
             return q.astype(np.uint16, copy=True), None if a0 is None else a0.copy()
 
+    def one_pass(p: np.ndarray, a: np.ndarray | None, size: int) -> tuple[np.ndarray, np.ndarray | None]:
+        if a is None:
+            return _filter_rows(p, kind, size), None
+        return _filter_rows_alpha(p, a, kind, size)
+
     def vertical(p: np.ndarray, a: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
-        out, na = _filter_pass(p.transpose(1, 0, 2), a, kind, out_hw[0])  # rows first: (h, C, w)
-        return out.transpose(1, 0, 2), na
+        return one_pass(p, a, out_hw[0])
 
     def horizontal(p: np.ndarray, a: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
-        out, na = _filter_pass(p.transpose(2, 0, 1), None if a is None else a.T, kind, out_hw[1])  # (w, C, h)
-        return out.transpose(1, 2, 0), None if na is None else na.T
+        out, na = one_pass(p.transpose(0, 2, 1), None if a is None else a.T, out_hw[1])  # (C, w, h)
+        return out.transpose(0, 2, 1), None if na is None else na.T
 
     if out_hw[1] / in_hw[1] > out_hw[0] / in_hw[0]:
         p, a = vertical(*horizontal(q, a0))

@@ -24,6 +24,7 @@ from lrp_cli.outputs import (
 )
 
 RAWHM_TXT = sorted(REFERENCE.glob("cases/*/expected/*_rawhm.txt"))
+RAWHM_NPZ = sorted(REFERENCE.glob("cases/*/expected/*_rawhm.npz"))
 TOPTEN = sorted(REFERENCE.glob("cases/*/expected/*_top10scores.txt"))
 
 
@@ -156,8 +157,35 @@ def test_rawhm_byte_exact(tmp_path, txt):
     assert target.read_bytes() == txt.read_bytes()
 
 
+def literal_rawhm(rawhm: np.ndarray) -> str:
+    """The rawhm text value by value with Python's own %g (format_g only for rows with a NaN, for speed)."""
+    c, h, w = rawhm.shape
+    rows = rawhm.astype(np.float64).reshape(c * h, w)
+    lines = [
+        "".join(format_g(x) + " " for x in row.tolist()) if np.isnan(row).any() else ("%g " * w) % tuple(row.tolist())
+        for row in rows
+    ]
+    return f"{c}\n{h} {w}\n" + "".join(line + "\n" for line in lines)
+
+
+@pytest.mark.parametrize("npz", RAWHM_NPZ, ids=lambda p: f"{p.parent.parent.name}/{p.name}")
+def test_rawhm_of_every_reference_heatmap(npz):
+    """Every reference heatmap (also those without a _rawhm.txt) → text: byte-identical to Python's %g,
+    and it reads back as the header and the values to 6 significant digits."""
+    rawhm = np.load(npz)["rawhm"]
+    text = format_rawhm(rawhm)
+    assert text == literal_rawhm(rawhm)
+    lines = text.split("\n")
+    c, (h, w) = int(lines[0]), map(int, lines[1].split())
+    assert (c, h, w) == rawhm.shape and len(lines) == 2 + c * h + 1 and lines[-1] == ""
+    assert all(line.endswith(" ") and line.count(" ") == w for line in lines[2:-1])
+    back = np.array(" ".join(lines[2:-1]).split(), dtype=np.float64).reshape(rawhm.shape)
+    np.testing.assert_allclose(back, rawhm, rtol=5e-6, atol=0)
+
+
 def test_rawhm_reference_count():
     assert len(RAWHM_TXT) >= 19 and any(p.parent.parent.name == "caffenet_f100" for p in RAWHM_TXT)
+    assert len(RAWHM_NPZ) >= 70
 
 
 @pytest.mark.parametrize("txt", TOPTEN, ids=lambda p: f"{p.parent.parent.name}/{p.name}")

@@ -394,6 +394,164 @@ def test_alpha_weights_summing_to_about_zero_or_below() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# The BLAS passes against the literal tap-order port
+# ---------------------------------------------------------------------------------------------
+
+
+def _literal_pass(planes: np.ndarray, alpha: np.ndarray | None, kind: str, out_size: int):
+    """ImageMagick's pass as a loop over the taps (the port before BLAS): ``planes`` (N, C, K) uint16
+    filtered along axis 0, running sums in tap order, ClampToQuantum after the pass."""
+    idx, w = pp.filter_taps(kind, planes.shape[0], out_size)
+    src = planes.astype(np.float64)
+    acc = np.zeros((out_size,) + src.shape[1:])
+    if alpha is None:
+        for t in range(idx.shape[1]):
+            acc += src[idx[:, t]] * w[:, t, None, None]
+        return np.clip(np.trunc(acc + 0.5) * (acc > 0), 0, 65535).astype(np.uint16), None
+    alpha_d = alpha.astype(np.float64)
+    acc_op = np.zeros((out_size,) + alpha.shape[1:])
+    gamma = np.zeros((out_size,) + alpha.shape[1:])
+    for t in range(idx.shape[1]):
+        a = (w[:, t, None] * (1.0 / 65535.0)) * alpha_d[idx[:, t]]
+        acc += a[:, None, :] * src[idx[:, t]]
+        acc_op += w[:, t, None] * (65535.0 - alpha_d[idx[:, t]])
+        gamma += a
+    sign = np.where(gamma < 0, -1.0, 1.0)
+    tiny = sign * gamma < 1e-12
+    recip = np.where(tiny, sign / 1e-12, 1.0 / np.where(tiny, 1.0, gamma))
+
+    def clamp(v):
+        return np.where(v <= 0, 0, np.where(v >= 65535, 65535, np.trunc(v + 0.5))).astype(np.uint16)
+
+    return clamp(recip[:, None, :] * acc), (65535 - clamp(acc_op).astype(np.int64)).astype(np.uint16)
+
+
+def _literal_resize(q: np.ndarray, out_hw: tuple[int, int], kind: str, alpha: np.ndarray | None = None):
+    def vertical(p, a):
+        out, na = _literal_pass(p.transpose(1, 0, 2), a, kind, out_hw[0])
+        return out.transpose(1, 0, 2), na
+
+    def horizontal(p, a):
+        out, na = _literal_pass(p.transpose(2, 0, 1), None if a is None else a.T, kind, out_hw[1])
+        return out.transpose(1, 2, 0), None if na is None else na.T
+
+    if out_hw[1] / q.shape[2] > out_hw[0] / q.shape[1]:
+        return vertical(*horizontal(q, alpha))
+    return horizontal(*vertical(q, alpha))
+
+
+@pytest.fixture
+def recomputed(monkeypatch) -> dict:
+    """Counts the samples the BLAS passes hand back to the tap-order sums."""
+    count = {"samples": 0}
+    tap_order = pp._Pass.tap_order
+
+    def counting(self, x, p, o, j, weights):
+        count["samples"] += len(o)
+        return tap_order(self, x, p, o, j, weights)
+
+    monkeypatch.setattr(pp._Pass, "tap_order", counting)
+    return count
+
+
+def _tie_prone(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """A level plus random 0/1: shrunk by an even factor, the taps come in (almost) equal pairs, and
+    wherever the ones pick one sample of every pair the sum is level + ½ up to the ε in the taps —
+    ClampToQuantum's worst case."""
+    return (rng.integers(1000, 60000) + rng.integers(0, 2, shape)).astype(np.uint16)
+
+
+def _resize_both(q, out_hw, kind, alpha=None):
+    got = pp.resize_quanta(q, out_hw, kind=kind, alpha=alpha)
+    want = _literal_resize(q, out_hw, kind, alpha)
+    np.testing.assert_array_equal(got[0], want[0])
+    if alpha is None:
+        assert got[1] is None and want[1] is None
+    else:
+        np.testing.assert_array_equal(got[1], want[1])
+
+
+@pytest.mark.parametrize("kind", [pp.LANCZOS, pp.MITCHELL])
+def test_blas_passes_equal_tap_order_on_ties(kind: str, recomputed: dict) -> None:
+    """Thousands of sums within 1e-9 of k + ½, where BLAS's summation order alone rounds differently
+    (18409 quanta of these images on the development machine); the passes sum those again in tap
+    order and equal the literal port."""
+    rng = np.random.default_rng(21)
+    for _ in range(3):
+        h, w = (int(v) * 12 for v in rng.integers(5, 20, 2))
+        q = _tie_prone(rng, (3, h, w))
+        for out_hw in [(h // 2, w // 2), (h // 4, w // 2), (h // 3, w // 6), (2 * h, 3 * w // 2)]:
+            _resize_both(q, out_hw, kind)
+    assert recomputed["samples"] > 1000
+
+
+@pytest.mark.parametrize("kind", [pp.LANCZOS, pp.MITCHELL])
+def test_blas_passes_equal_tap_order_with_alpha(kind: str, recomputed: dict) -> None:
+    """Alpha weighting: opaque (ties in the colours), alpha near opaque with 0/1 noise (ties in the
+    opacity), random alpha with transparent holes (Σ w·α near or at 0, negative lobes)."""
+    rng = np.random.default_rng(22)
+    for _ in range(2):
+        h, w = (int(v) * 12 for v in rng.integers(4, 14, 2))
+        q = _tie_prone(rng, (3, h, w))
+        alphas = [
+            np.full((h, w), 65535, dtype=np.uint16),
+            (65000 + rng.integers(0, 2, (h, w))).astype(np.uint16),
+            np.where(rng.random((h, w)) < 0.7, 0, rng.integers(0, 65536, (h, w))).astype(np.uint16),
+        ]
+        for alpha in alphas:
+            for out_hw in [(h // 2, w // 2), (h // 3, w // 4), (2 * h, w + 7)]:
+                _resize_both(q, out_hw, kind, alpha)
+    assert recomputed["samples"] > 100
+
+
+def test_blas_passes_equal_tap_order_random() -> None:
+    """Random quanta, odd sizes down to 1 row, strong shrinking (long tap lists) and enlarging."""
+    rng = np.random.default_rng(23)
+    for shape, out_hw in [((3, 50, 70), (17, 23)), ((3, 1, 90), (1, 31)), ((3, 90, 1), (31, 1)),
+                          ((4, 400, 37), (7, 5)), ((3, 13, 11), (64, 80)), ((3, 256, 200), (256, 199))]:  # fmt: skip
+        q = rng.integers(0, 65536, shape, dtype=np.uint16)
+        for kind in (pp.LANCZOS, pp.MITCHELL):
+            _resize_both(q, out_hw, kind)
+            _resize_both(q, out_hw, kind, rng.integers(0, 65536, shape[1:], dtype=np.uint16))
+
+
+def test_giant_images_go_in_column_strips(monkeypatch, recomputed: dict) -> None:
+    """With pieces of at most 600 input values, every band is done in strips of columns (as for a
+    giant image); the result stays the tap-order one, near-ties included."""
+    monkeypatch.setattr(pp, "_PIECE_VALUES", 600)
+    rng = np.random.default_rng(24)
+    q = _tie_prone(rng, (3, 96, 84))
+    alpha = np.where(rng.random((96, 84)) < 0.3, 0, 65000 + rng.integers(0, 2, (96, 84))).astype(np.uint16)
+    for kind in (pp.LANCZOS, pp.MITCHELL):
+        for out_hw in [(48, 42), (24, 21), (100, 90)]:
+            _resize_both(q, out_hw, kind)
+            _resize_both(q, out_hw, kind, alpha)
+    assert recomputed["samples"] > 100
+    assert len(list(pp._pieces(pp._pass_plan(pp.LANCZOS, 96, 48), 3, 84))) > 3 * 10
+
+
+def test_bands_hold_the_taps() -> None:
+    """The bands of a pass, put together, are the weight matrix of filter_taps."""
+    for kind, n, m in [(pp.LANCZOS, 640, 256), (pp.MITCHELL, 100, 333), (pp.LANCZOS, 5, 1)]:
+        idx, w = pp.filter_taps(kind, n, m)
+        dense = np.zeros((m, n))
+        np.add.at(dense, (np.repeat(np.arange(m), idx.shape[1]), idx.ravel()), w.ravel())
+        plan = pp._pass_plan(kind, n, m)
+        from_bands = np.zeros((m, n))
+        for band in plan.bands:
+            from_bands[band.lo : band.hi, band.first : band.last] = band.matrix
+        np.testing.assert_array_equal(from_bands, dense)
+        assert plan.bands[-1].hi == m and not plan.weights.flags.writeable
+
+
+def test_clamp_to_quantum() -> None:
+    v = np.array([-1e9, -0.5, -0.0, 0.0, 0.25, 0.5 - 2**-54, 0.5, 1.5, 65534.5 - 2**-37, 65534.5, 65535.0, 7e4, 1e300])
+    want = np.where(v <= 0, 0, np.where(v >= 65535, 65535, np.trunc(v + 0.5))).astype(np.uint16)
+    np.testing.assert_array_equal(pp._clamp_to_quantum(v), want)
+    assert pp._clamp_to_quantum(np.array([0.5 - 2**-54]))[0] == 1  # v + 0.5 rounds up to 1.0 first
+
+
+# ---------------------------------------------------------------------------------------------
 # Decoding
 # ---------------------------------------------------------------------------------------------
 

@@ -36,6 +36,10 @@ class FoldedChain(Layer):
             bias = bias * scale + (affine.bias if affine.bias is not None else 0)
         self.folded = head.with_parameters(weight.astype(np.float32), bias.astype(np.float32))
 
+    @property
+    def forward_caches(self) -> tuple[str, ...]:
+        return self.head.forward_caches
+
     def forward(self, bottoms):
         tops, state = self.head.forward(bottoms)
         for affine in self.affines:

@@ -120,7 +120,7 @@ class Explainer:
         )
 
     def _explain(self, images, targets, input_bounds, on_layer) -> Explanation:
-        forward = self.graph.forward(images)
+        forward = self.graph.forward(images, self.rules)
         output = forward.outputs[self.graph.output_names[0]]
         values = output.reshape(output.shape[0], -1)
         if self.numclasses > values.shape[1]:

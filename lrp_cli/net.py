@@ -130,8 +130,11 @@ class Net:
         return [(n.index, n.name, n.type) for n in self.nodes]
 
     # -- forward --------------------------------------------------------------------------------------------------
-    def forward(self, images: np.ndarray) -> Forward:
-        """Run the net on a batch N×C×H×W (float32; N is free, C×H×W must match the declared input)."""
+    def forward(self, images: np.ndarray, rules: list[Rule | None] | None = None) -> Forward:
+        """Run the net on a batch N×C×H×W (float32; N is free, C×H×W must match the declared input).
+
+        With ``rules`` (one per node, as :meth:`propagate` takes them), the forward caches of nodes whose rule does
+        not use them are freed at once."""
         images = np.ascontiguousarray(images, dtype=np.float32)
         if images.ndim != len(self.input_shape) or images.shape[1:] != self.input_shape[1:]:
             raise ModelError(
@@ -150,6 +153,9 @@ class Net:
                 tops, extra = node.layer.forward(bottoms)
             for name, value in zip(node.tops, tops, strict=True):
                 blobs[name] = value
+            if rules is not None and not (rules[node.index] and rules[node.index].uses_forward_caches):
+                for key in node.layer.forward_caches:
+                    extra.pop(key, None)
             saved.append(Saved(bottoms, tops, extra))
         return Forward(saved, blobs, {name: blobs[name] for name in self.output_names})
 

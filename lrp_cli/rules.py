@@ -18,7 +18,7 @@ tests hold to the same literal formula.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
@@ -29,9 +29,14 @@ if TYPE_CHECKING:
 
 
 class Rule:
-    """Base of all rules. ``str(rule)`` is its short description (``--show-rules``)."""
+    """Base of all rules. ``str(rule)`` is its short description (``--show-rules``).
+
+    ``uses_forward_caches``: whether the layer's step reads what its forward pass cached only to save work (the
+    im2col columns of a convolution, :attr:`lrp_cli.layers.base.Layer.forward_caches`); when not, the forward
+    pass frees them at once."""
 
     label = ""
+    uses_forward_caches: ClassVar[bool] = False
 
     def __str__(self) -> str:
         return self.label
@@ -223,6 +228,7 @@ class AlphaBeta(LinearRule):
     """
 
     beta: float
+    uses_forward_caches: ClassVar[bool] = True  # the fused kernels multiply the forward pass's columns again
 
     def __post_init__(self):
         if not self.beta >= 0:

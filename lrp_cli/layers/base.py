@@ -51,6 +51,9 @@ class Layer:
     their relevance steps with :func:`handles`."""
 
     type: ClassVar[str] = ""
+    #: keys of the forward state that only save work in some relevance steps (freed when the rule does not use
+    #: them: :attr:`lrp_cli.rules.Rule.uses_forward_caches`)
+    forward_caches: ClassVar[tuple[str, ...]] = ()
     registry: ClassVar[dict[str, type[Layer]]] = {}
     handlers: ClassVar[dict[type[Rule], Handler]] = {}
 

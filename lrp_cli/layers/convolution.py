@@ -31,6 +31,7 @@ class Convolution(LinearLayer):
     """
 
     type = "Convolution"
+    forward_caches = ("columns",)
 
     #: bytes of stacked (x⁺, x⁻) columns per block of positions in the mixed-sign α-β rule
     BLOCK_BYTES = 1 << 22

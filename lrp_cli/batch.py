@@ -70,6 +70,8 @@ class Plan:
     skip_existing: bool = False
     blas_threads: int | None = 1  # BLAS threads in every process that explains images; None: leave BLAS alone
     threads: int = 1  # threads per process that explain slices of a batch (see Explainer.explain)
+    join_runt: bool = False  # join a last batch under half the size to the one before (the list is read ahead)
+    overlap: bool = True  # one process: prepare, explain and write different batches at once (off: one by one)
 
 
 # -- one process's work --------------------------------------------------------------------------------------------
@@ -181,9 +183,103 @@ def _flush(waiting: list, results: list[Result]) -> Iterator:
         yield next(done) if isinstance(item, FileListEntry) else item
 
 
+def _join_runt(chunks: Iterator[tuple[list, list]], size: int) -> Iterator[tuple[list, list]]:
+    """The chunks, with a batch of fewer than ``size``/2 entries (the end of the list) joined to the one before it:
+    a runt batch costs several times a full one per image (one slice for the threads, single-row products). Reads
+    the list one batch ahead."""
+    held = None  # the latest chunk with entries, not given out yet; ready-only chunks after it are folded in
+    for waiting, todo in chunks:
+        if held is None:
+            if todo:
+                held = (waiting, todo)
+            else:
+                yield waiting, todo
+        elif not todo:
+            held = (held[0] + waiting, held[1])
+        elif len(todo) * 2 < size:
+            yield held[0] + waiting, held[1] + todo
+            held = None
+        else:
+            yield held
+            held = (waiting, todo)
+    if held is not None:
+        yield held
+
+
+_END = object()
+
+
 def _sequential(demo: Demo, items: Iterable, plan: Plan) -> Iterator:
-    for waiting, todo in _chunks(demo, items, plan, plan.batch_size):
-        yield from _flush(waiting, _run_batch(demo, todo, plan.blas_threads, plan.threads) if todo else [])
+    """One process, three stages overlapping across batches: a thread prepares the next batch (list, decoding,
+    resizing), this thread explains the current one (in ``plan.threads`` slices, BLAS on one thread each), and a
+    thread writes the previous one's outputs. Each stage keeps the list's order, so the results come in order;
+    at most a few batches are in flight, so memory stays flat. The arithmetic of every image is the same as in
+    :meth:`Demo.run`."""
+    chunks = _chunks(demo, items, plan, plan.batch_size)
+    if plan.join_runt and plan.batch_size > 1:
+        chunks = _join_runt(chunks, plan.batch_size)
+    if not plan.overlap:  # e.g. --fail-fast: nothing after a failed entry may have been started
+        for waiting, todo in chunks:
+            yield from _flush(waiting, _run_batch(demo, todo, plan.blas_threads, plan.threads) if todo else [])
+        return
+    events: queue.SimpleQueue = queue.SimpleQueue()  # ("prepared" | "written" | "error", payload), to this thread
+    to_write: queue.SimpleQueue = queue.SimpleQueue()
+    in_flight = threading.Semaphore(3)  # batches prepared but not yet written
+    stop = threading.Event()
+
+    def prepare() -> None:
+        try:
+            for waiting, todo in chunks:
+                while not in_flight.acquire(timeout=0.1):
+                    if stop.is_set():
+                        return
+                if stop.is_set():
+                    return
+                events.put(("prepared", (waiting, demo.stage(todo) if todo else None)))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            events.put(("error", exc))
+            return
+        events.put(("prepared", _END))
+
+    def write() -> None:
+        while (job := to_write.get()) is not _END:
+            waiting, staged = job
+            try:
+                results = demo.write(staged) if staged is not None else []
+            except Exception as exc:  # noqa: BLE001 - reported per entry, the run goes on
+                results = _failed(staged.entries, f"unexpected {type(exc).__name__}: {exc}")
+            in_flight.release()
+            events.put(("written", (waiting, results)))
+        events.put(("written", _END))
+
+    threads = [threading.Thread(target=prepare, name="lrp-prepare", daemon=True),
+               threading.Thread(target=write, name="lrp-write", daemon=True)]
+    for thread in threads:
+        thread.start()
+    try:
+        with limit_blas(plan.blas_threads):
+            while True:
+                kind, payload = events.get()
+                if kind == "error":
+                    raise payload
+                if kind == "prepared":
+                    if payload is _END:
+                        to_write.put(_END)
+                        continue
+                    waiting, staged = payload
+                    if staged is not None:
+                        try:
+                            demo.explain(staged, plan.threads)
+                        except Exception as exc:  # noqa: BLE001 - reported per entry, the run goes on
+                            staged.fail(f"unexpected {type(exc).__name__}: {exc}")
+                    to_write.put((waiting, staged))
+                elif payload is _END:
+                    return
+                else:
+                    yield from _flush(*payload)
+    finally:
+        stop.set()
+        to_write.put(_END)
 
 
 # -- worker pools ---------------------------------------------------------------------------------------------------

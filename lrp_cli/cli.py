@@ -135,6 +135,8 @@ def _plan(args: _Args, demo: Demo, batch_size: int | str | None) -> Plan:
         scheduler=args.scheduler,
         shard=Shard.parse(args.shard) if args.shard else Shard(),
         skip_existing=args.skip_existing,
+        join_runt=args.filelist != "-",  # a list on stdin is not read ahead
+        overlap=not args.fail_fast,  # --fail-fast: no later entry may have been started when one fails
     )
 
 

@@ -51,6 +51,25 @@ class Item:
     input: Prepared
 
 
+@dataclass
+class Staged:
+    """A batch on its way: its entries, their results so far, the items that prepared, then their explanations."""
+
+    entries: list[FileListEntry]
+    results: list[Result]
+    items: list[Item]
+    seconds: float = 0.0
+    explanations: list = field(default_factory=list)
+
+    def result(self, entry: FileListEntry) -> Result:
+        return self.results[next(i for i, e in enumerate(self.entries) if e is entry)]
+
+    def fail(self, message: str) -> None:
+        for item in self.items:
+            self.result(item.entry).error = message
+        self.items, self.explanations = [], []
+
+
 class Demo:
     """Everything one process needs, loaded once: the model of a config and what to write for each entry."""
 
@@ -94,36 +113,53 @@ class Demo:
             )
         return Item(entry, paths, self.model.prepare(entry.path))
 
-    def run(self, entries: list[FileListEntry], threads: int = 1) -> list[Result]:
-        """Explain entries as one batch (those that preprocess) in ``threads`` threads, write their outputs; one
-        Result per entry."""
+    def stage(self, entries: list[FileListEntry]) -> Staged:
+        """Prepare a batch: each entry's stale temporaries removed and its input preprocessed, or its error."""
         started = time.perf_counter()
-        results = {id(e): Result(e) for e in entries}
+        results = [Result(e) for e in entries]
         items: list[Item] = []
-        for entry in entries:
+        for entry, result in zip(entries, results, strict=True):
             try:
                 self.remove_stale_temps(entry)
                 items.append(self.prepare(entry))
             except LrpError as exc:
-                results[id(entry)].error = str(exc)
-        if items:
+                result.error = str(exc)
+            except Exception as exc:  # noqa: BLE001 - one entry's failure stays that entry's
+                result.error = f"unexpected {type(exc).__name__}: {exc}"
+        return Staged(entries, results, items, time.perf_counter() - started)
+
+    def explain(self, staged: Staged, threads: int = 1) -> None:
+        """Explain the prepared items of a batch as one batch in ``threads`` threads (``staged.explanations``); an
+        error of the batch becomes the error of each of its items."""
+        started = time.perf_counter()
+        if staged.items:
             try:
-                explanations = self.model.explain_inputs([i.input for i in items], [i.entry.target for i in items],
-                                                         threads=threads)
+                staged.explanations = self.model.explain_inputs(
+                    [i.input for i in staged.items], [i.entry.target for i in staged.items], threads=threads)
             except LrpError as exc:
-                for item in items:
-                    results[id(item.entry)].error = str(exc)
-            else:
-                for item, explanation in zip(items, explanations, strict=True):
-                    result = results[id(item.entry)]
-                    try:
-                        self._write(item, explanation, result)
-                    except LrpError as exc:
-                        result.error = str(exc)
-        seconds = (time.perf_counter() - started) / max(len(entries), 1)
-        for result in results.values():
+                staged.fail(str(exc))
+        staged.seconds += time.perf_counter() - started
+
+    def write(self, staged: Staged) -> list[Result]:
+        """Write the outputs of an explained batch; one Result per entry, in order."""
+        started = time.perf_counter()
+        for item, explanation in zip(staged.items, staged.explanations, strict=False):
+            result = staged.result(item.entry)
+            try:
+                self._write(item, explanation, result)
+            except LrpError as exc:
+                result.error = str(exc)
+        seconds = (staged.seconds + time.perf_counter() - started) / max(len(staged.entries), 1)
+        for result in staged.results:
             result.seconds = seconds
-        return [results[id(e)] for e in entries]
+        return staged.results
+
+    def run(self, entries: list[FileListEntry], threads: int = 1) -> list[Result]:
+        """Explain entries as one batch (those that preprocess) in ``threads`` threads, write their outputs; one
+        Result per entry. (lrp-demo in one process overlaps these three steps across batches: lrp_cli.batch.)"""
+        staged = self.stage(entries)
+        self.explain(staged, threads)
+        return self.write(staged)
 
     def _write(self, item: Item, explanation, result: Result) -> None:
         result.top = explanation.top5

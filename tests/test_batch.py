@@ -30,7 +30,7 @@ from lrp_cli.batch import Plan, Shard, run_entries
 from lrp_cli.cli import lrp_demo, lrp_parallel_demo
 from lrp_cli.config import load_config
 from lrp_cli.filelist import FileListEntry, FileListLineError, iter_filelist
-from lrp_cli.run import Demo, OutputOptions, Result
+from lrp_cli.run import Demo, OutputOptions, Result, Staged
 
 PATH_KEYS = ("param_file", "model_file", "mean_file", "synsetfile", "standalone_outpath")
 SUFFIXES = ("_heatmap.png", "_toptenscores.txt", "_rawhm.txt", "_as_inputted_into_the_dnn.png", "_rawhm.npy")
@@ -275,14 +275,14 @@ def test_a_failing_or_dying_worker_fails_its_entries_only(tiny, monkeypatch):
 
 def test_an_unexpected_error_fails_its_batch_only(tiny, monkeypatch):
     root, config_path = tiny
-    real = Demo.run
+    real = Demo.explain
 
-    def run(self, entries, threads=1):
-        if any("hare3" in e.path for e in entries):
+    def explain(self, staged, threads=1):
+        if any("hare3" in e.path for e in staged.entries):
             raise FloatingPointError("overflow")
-        return real(self, entries, threads)
+        return real(self, staged, threads)
 
-    monkeypatch.setattr(Demo, "run", run)
+    monkeypatch.setattr(Demo, "explain", explain)
     results = list(run_entries(load_config(config_path), OutputOptions(),
                                iter_filelist(mixed_list(root), str(root)), Plan()))
     assert results[1].error == "unexpected FloatingPointError: overflow"
@@ -303,7 +303,8 @@ class Counting:
                                 f"{self.root}/someimages/cat12.jpg", -1)
 
 
-@pytest.mark.parametrize("plan, ahead", [(Plan(batch_size=2), 2), (Plan(jobs=2, batch_size=2), 2 * 2 * 2 + 2)],
+# sequential: three batches in flight between the prepare and write threads, one more read while they wait
+@pytest.mark.parametrize("plan, ahead", [(Plan(batch_size=2), 4 * 2), (Plan(jobs=2, batch_size=2), 2 * 2 * 2 + 2)],
                          ids=["sequential", "jobs2"])
 def test_an_endless_list_is_read_lazily(tiny, plan, ahead):
     root, config_path = tiny
@@ -326,6 +327,15 @@ class StubDemo:
 
     def run(self, entries, threads=1):
         return [Result(e, files=[f"/out/{e.line}"]) for e in entries]
+
+    def stage(self, entries):
+        return Staged(entries, [Result(e, files=[f"/out/{e.line}"]) for e in entries], [])
+
+    def explain(self, staged, threads=1):
+        pass
+
+    def write(self, staged):
+        return staged.results
 
 
 def entries_of(count: int):

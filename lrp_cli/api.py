@@ -276,6 +276,7 @@ class _Variant:
     mean: MeanImage
     numclasses: int
     class_count: int
+    mean_cache: dict = dataclasses.field(default_factory=dict)  # the mean as subtracted, per resized size
 
 
 class Model:
@@ -381,7 +382,7 @@ class Model:
             if path.lower().endswith(".npy"):
                 return Prepared(path, load_blob(path, self.net.input_shape[1:]))
             pre = preprocess_image(path, variant.settings.baseimgsize, self.input_hw, variant.mean,
-                                   variant.settings.mean_alignment, variant.settings.max_pixels)
+                                   variant.settings.mean_alignment, variant.settings.max_pixels, variant.mean_cache)
             return Prepared(path, pre.blob, pre.as_inputted, pre.mean_bgr)
         if isinstance(image, np.ndarray) and image.dtype != np.uint8:
             if image.shape != self.net.input_shape[1:]:
@@ -396,7 +397,7 @@ class Model:
             raise ImageError(f"cannot explain a {type(image).__name__}: give a path, a PIL image or a numpy array")
         source = getattr(image, "filename", "") or "<image>"
         pre = preprocess_decoded(decode_image(image), variant.settings.baseimgsize, self.input_hw, variant.mean,
-                                 variant.settings.mean_alignment)
+                                 variant.settings.mean_alignment, variant.mean_cache)
         return Prepared(source, pre.blob, pre.as_inputted, pre.mean_bgr)
 
     # -- explaining -----------------------------------------------------------------------------------------------
@@ -421,7 +422,8 @@ class Model:
         results: list[Explanation] = []
         for lo in range(0, len(items), batch_size):
             chunk = items[lo : lo + batch_size]
-            prepared = [self.prepare_with(item, variant.settings) for item in chunk]
+            with limit_blas(1):  # the resize's small products gain nothing from BLAS threads
+                prepared = [self.prepare_with(item, variant.settings) for item in chunk]
             results += self.explain_inputs(prepared, targets[lo : lo + batch_size], variant.settings, threads)
         return results[0] if single else results
 

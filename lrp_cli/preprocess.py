@@ -129,8 +129,11 @@ class DecodedImage:
 
 
 def _to8(a: np.ndarray) -> np.ndarray:
-    """8-bit samples → 16-bit quanta (v·257, ImageMagick's ScaleCharToQuantum)."""
-    return a.astype(np.uint16) * np.uint16(257)
+    """8-bit samples (any strides) → 16-bit quanta (v·257, ImageMagick's ScaleCharToQuantum), C-contiguous, in
+    one pass."""
+    out = np.empty(a.shape, np.uint16)
+    np.multiply(a, np.uint16(257), out=out)
+    return out
 
 
 def _planes(im: Image.Image) -> np.ndarray:
@@ -697,6 +700,9 @@ def crop_pad_plan(hei: int, wid: int, baseimgsize: int, inhei: int, inwid: int) 
 def crop_pad(img: np.ndarray, baseimgsize: int, inhei: int, inwid: int) -> np.ndarray:
     """Crop / edge-replicate-pad (C, hei, wid) to (C, inhei, inwid) by :func:`crop_pad_plan`."""
     plan = crop_pad_plan(img.shape[1], img.shape[2], baseimgsize, inhei, inwid)
+    (r0, c0), (r1, c1) = (int(plan.rows[0]), int(plan.cols[0])), (int(plan.rows[-1]), int(plan.cols[-1]))
+    if r1 - r0 == inhei - 1 and c1 - c0 == inwid - 1:  # nothing padded or clamped: a plain slice
+        return img[:, r0 : r1 + 1, c0 : c1 + 1]
     return img[:, plan.rows[:, None], plan.cols[None, :]]
 
 
@@ -831,8 +837,13 @@ def preprocess_decoded(
     input_hw: tuple[int, int],
     mean: Any,
     mean_alignment: str = "original",
+    mean_cache: dict | None = None,
 ) -> Preprocessed:
-    """Resize, scale, crop/pad and subtract the mean for an already decoded image (spec §4.2–4.8)."""
+    """Resize, scale, crop/pad and subtract the mean for an already decoded image (spec §4.2–4.8).
+
+    ``mean_cache``: a dict that keeps the mean as subtracted for each resized size (it depends on nothing else for
+    one mean, baseimgsize, input size and alignment), for callers that preprocess many images with the same
+    settings."""
     inhei, inwid = _check_sizes(baseimgsize, input_hw)
     h0, w0 = image.size
     cols, rows = resize_geometry(w0, h0, baseimgsize)
@@ -843,7 +854,12 @@ def preprocess_decoded(
     if image.cmyk:
         quanta = _cmyk_to_rgb_quanta(quanta)
     img3 = quanta_to_rgb255(crop_pad(quanta, baseimgsize, inhei, inwid))  # crop first: float64 of the crop only
-    mean_bgr = mean_for_input(mean, (rows, cols), baseimgsize, (inhei, inwid), mean_alignment)
+    mean_bgr = None if mean_cache is None else mean_cache.get((rows, cols))
+    if mean_bgr is None:
+        mean_bgr = mean_for_input(mean, (rows, cols), baseimgsize, (inhei, inwid), mean_alignment)
+        if mean_cache is not None:
+            mean_bgr.flags.writeable = False
+            mean_cache[(rows, cols)] = mean_bgr
     blob = (img3[::-1] - mean_bgr).astype(np.float32)
     return Preprocessed(
         blob=np.ascontiguousarray(blob),
@@ -863,6 +879,7 @@ def preprocess_image(
     mean: Any,
     mean_alignment: str = "original",
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    mean_cache: dict | None = None,
 ) -> Preprocessed:
     """Decode ``path`` and preprocess it like the demonstrator (spec §4).  ``input_hw`` = (H, W) of the
     net input; ``mean`` has ``flat``/``height``/``width`` (see module doc).  Image problems raise
@@ -871,4 +888,4 @@ def preprocess_image(
     _check_sizes(baseimgsize, input_hw)
     check_baseimgsize(baseimgsize, max_pixels)
     _mean_parts(mean)
-    return preprocess_decoded(load_image(path, max_pixels), baseimgsize, input_hw, mean, mean_alignment)
+    return preprocess_decoded(load_image(path, max_pixels), baseimgsize, input_hw, mean, mean_alignment, mean_cache)

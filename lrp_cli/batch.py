@@ -209,6 +209,51 @@ def _join_runt(chunks: Iterator[tuple[list, list]], size: int) -> Iterator[tuple
 _END = object()
 
 
+class _Stages:
+    """The prepare and write threads of :func:`_sequential`, talking to its thread through ``events``:
+    ("prepared" | "written" | "error", payload)."""
+
+    def __init__(self, demo: Demo, chunks: Iterator[tuple[list, list]]):
+        self.demo, self.chunks = demo, chunks
+        self.events: queue.SimpleQueue = queue.SimpleQueue()
+        self.to_write: queue.SimpleQueue = queue.SimpleQueue()
+        self.in_flight = threading.Semaphore(3)  # batches prepared but not yet written
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._prepare, name="lrp-prepare", daemon=True),
+                        threading.Thread(target=self._write, name="lrp-write", daemon=True)]
+        for thread in self.threads:
+            thread.start()
+
+    def _prepare(self) -> None:
+        try:
+            for waiting, todo in self.chunks:
+                while not self.in_flight.acquire(timeout=0.1):
+                    if self.stop.is_set():
+                        return
+                if self.stop.is_set():
+                    return
+                self.events.put(("prepared", (waiting, self.demo.stage(todo) if todo else None)))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            self.events.put(("error", exc))
+            return
+        self.events.put(("prepared", _END))
+
+    def _write(self) -> None:
+        while (job := self.to_write.get()) is not _END:
+            waiting, staged = job
+            try:
+                results = self.demo.write(staged) if staged is not None else []
+            except Exception as exc:  # noqa: BLE001 - reported per entry, the run goes on
+                results = _failed(staged.entries, f"unexpected {type(exc).__name__}: {exc}")
+            self.in_flight.release()
+            self.events.put(("written", (waiting, results)))
+        self.events.put(("written", _END))
+
+    def close(self) -> None:
+        self.stop.set()
+        self.to_write.put(_END)
+
+
 def _sequential(demo: Demo, items: Iterable, plan: Plan) -> Iterator:
     """One process, three stages overlapping across batches: a thread prepares the next batch (list, decoding,
     resizing), this thread explains the current one (in ``plan.threads`` slices, BLAS on one thread each), and a
@@ -222,64 +267,29 @@ def _sequential(demo: Demo, items: Iterable, plan: Plan) -> Iterator:
         for waiting, todo in chunks:
             yield from _flush(waiting, _run_batch(demo, todo, plan.blas_threads, plan.threads) if todo else [])
         return
-    events: queue.SimpleQueue = queue.SimpleQueue()  # ("prepared" | "written" | "error", payload), to this thread
-    to_write: queue.SimpleQueue = queue.SimpleQueue()
-    in_flight = threading.Semaphore(3)  # batches prepared but not yet written
-    stop = threading.Event()
-
-    def prepare() -> None:
-        try:
-            for waiting, todo in chunks:
-                while not in_flight.acquire(timeout=0.1):
-                    if stop.is_set():
-                        return
-                if stop.is_set():
-                    return
-                events.put(("prepared", (waiting, demo.stage(todo) if todo else None)))
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            events.put(("error", exc))
-            return
-        events.put(("prepared", _END))
-
-    def write() -> None:
-        while (job := to_write.get()) is not _END:
-            waiting, staged = job
-            try:
-                results = demo.write(staged) if staged is not None else []
-            except Exception as exc:  # noqa: BLE001 - reported per entry, the run goes on
-                results = _failed(staged.entries, f"unexpected {type(exc).__name__}: {exc}")
-            in_flight.release()
-            events.put(("written", (waiting, results)))
-        events.put(("written", _END))
-
-    threads = [threading.Thread(target=prepare, name="lrp-prepare", daemon=True),
-               threading.Thread(target=write, name="lrp-write", daemon=True)]
-    for thread in threads:
-        thread.start()
+    stages = _Stages(demo, chunks)
     try:
         with limit_blas(plan.blas_threads):
             while True:
-                kind, payload = events.get()
+                kind, payload = stages.events.get()
                 if kind == "error":
                     raise payload
-                if kind == "prepared":
+                if kind == "written":
                     if payload is _END:
-                        to_write.put(_END)
-                        continue
+                        return
+                    yield from _flush(*payload)
+                elif payload is _END:
+                    stages.to_write.put(_END)
+                else:
                     waiting, staged = payload
                     if staged is not None:
                         try:
                             demo.explain(staged, plan.threads)
                         except Exception as exc:  # noqa: BLE001 - reported per entry, the run goes on
                             staged.fail(f"unexpected {type(exc).__name__}: {exc}")
-                    to_write.put((waiting, staged))
-                elif payload is _END:
-                    return
-                else:
-                    yield from _flush(*payload)
+                    stages.to_write.put((waiting, staged))
     finally:
-        stop.set()
-        to_write.put(_END)
+        stages.close()
 
 
 # -- worker pools ---------------------------------------------------------------------------------------------------

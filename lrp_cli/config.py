@@ -209,66 +209,70 @@ def parse_config(
     """
     cwd_p = Path(cwd) if cwd is not None else Path.cwd()
     cfg_dir = Path(config_dir) if config_dir is not None else cwd_p
-    raw_lines = _split_lines(text)
-    trimmed = [_trim(line) for line in raw_lines]
+    reader = _Reader(text, source)
     values: dict[str, object] = {}
-    raw: dict[str, str] = {}
-    lines: dict[str, int] = {}
-
     for key, typ in ORIGINAL_KEYS:
-        found = _lookup(key, trimmed, raw_lines, source)
-        if found is None:
-            raise _err(
-                source, None, key, "missing key (all 15 keys are required: the key on one line, its value on the next)"
-            )
-        line, token = found
-        raw[key], lines[key] = token, line
+        line, token = reader.require(key)
         if typ is int:
             values[key] = _parse_int(token, source, line, key)
         elif typ is float:
             values[key] = _parse_float(token, source, line, key)
+        elif typ is Path and check_files:
+            cut = len(reader.raw_lines[line].split()) > 1
+            values[key] = _resolve_file(token, source, line, key, cwd_p, cfg_dir, cut)
         elif typ is Path:
-            if check_files:
-                cut = len(raw_lines[line].split()) > 1
-                values[key] = _resolve_file(token, source, line, key, cwd_p, cfg_dir, cut)
-            else:
-                values[key] = Path(os.path.abspath(cwd_p / token))
+            values[key] = Path(os.path.abspath(cwd_p / token))
         else:
             values[key] = token
-
     for key, (allowed, default) in EXTENSION_KEYS.items():
-        found = _lookup(key, trimmed, raw_lines, source)
+        found = reader.find(key)
         if found is None:
             values[key] = default
-            continue
-        line, token = found
-        raw[key], lines[key] = token, line
-        if allowed is None:
-            values[key] = _parse_int(token, source, line, key)
-        elif token in allowed:
-            values[key] = token
+        elif allowed is None:
+            values[key] = _parse_int(found[1], source, found[0], key)
+        elif found[1] in allowed:
+            values[key] = found[1]
         else:
-            raise _err(source, line + 1, key, f"value {token!r} is not one of: {', '.join(allowed)}")
+            raise _err(source, found[0] + 1, key, f"value {found[1]!r} is not one of: {', '.join(allowed)}")
+    reader.check_ranges(values)
+    return Config(source=source, raw=MappingProxyType(reader.raw), lines=MappingProxyType(reader.lines), **values)
 
-    def check(key: str, ok: bool, problem: str) -> None:
-        if not ok:
-            raise _err(source, lines[key] + 1, key, f"value {raw[key]} {problem}")
 
-    check(
-        "use_mean_file_asbinaryprotoblob",
-        values["use_mean_file_asbinaryprotoblob"] in (0, 1, 2),
-        "is not 0 (text mean), 1 (binaryproto, BGR) or 2 (binaryproto, RGB)",
-    )
-    check("alphabeta_beta", values["alphabeta_beta"] >= 0, "is negative (β must be ≥ 0; α = 1 + β)")
-    check(
-        "alphabeta_beta",
-        values["alphabeta_beta"] < MAX_BETA,
-        "is too large (β must be below 2^24 = 16777216: above it α = 1 + β rounds to β in float32)",
-    )
-    check("baseimgsize", values["baseimgsize"] > 0, "must be a positive image size")
-    check("numclasses", values["numclasses"] > 0, "must be a positive number of classes")
+class _Reader:
+    """The lines of a config, and what was found for each key: its value token (``raw``) and line (``lines``)."""
 
-    return Config(source=source, raw=MappingProxyType(raw), lines=MappingProxyType(lines), **values)
+    def __init__(self, text: str, source: str):
+        self.source = source
+        self.raw_lines = _split_lines(text)
+        self.trimmed = [_trim(line) for line in self.raw_lines]
+        self.raw: dict[str, str] = {}
+        self.lines: dict[str, int] = {}
+
+    def find(self, key: str) -> tuple[int, str] | None:
+        found = _lookup(key, self.trimmed, self.raw_lines, self.source)
+        if found is not None:
+            self.lines[key], self.raw[key] = found
+        return found
+
+    def require(self, key: str) -> tuple[int, str]:
+        found = self.find(key)
+        if found is None:
+            raise _err(self.source, None, key,
+                       "missing key (all 15 keys are required: the key on one line, its value on the next)")
+        return found
+
+    def check_ranges(self, values: dict[str, object]) -> None:
+        def check(key: str, ok: bool, problem: str) -> None:
+            if not ok:
+                raise _err(self.source, self.lines[key] + 1, key, f"value {self.raw[key]} {problem}")
+
+        check("use_mean_file_asbinaryprotoblob", values["use_mean_file_asbinaryprotoblob"] in (0, 1, 2),
+              "is not 0 (text mean), 1 (binaryproto, BGR) or 2 (binaryproto, RGB)")
+        check("alphabeta_beta", values["alphabeta_beta"] >= 0, "is negative (β must be ≥ 0; α = 1 + β)")
+        check("alphabeta_beta", values["alphabeta_beta"] < MAX_BETA,
+              "is too large (β must be below 2^24 = 16777216: above it α = 1 + β rounds to β in float32)")
+        check("baseimgsize", values["baseimgsize"] > 0, "must be a positive image size")
+        check("numclasses", values["numclasses"] > 0, "must be a positive number of classes")
 
 
 def load_config(path: str | os.PathLike, *, cwd: str | os.PathLike | None = None, check_files: bool = True) -> Config:

@@ -176,7 +176,8 @@ def correlate_transposed_gemm(
     (a, b), the taps i = a + sh·u, j = b + sw·v land on the sub-grid y = a + sh·r, x = b + sw·q with h = r − u,
     w = q − v: a sum along diagonals of the columns, read through one strided view and reduced (no loop over
     kernel offsets; a loop over the sh·sw phases). Reads outside the map hit the zero columns of the signal
-    grid or the zero margins of the column buffer.
+    grid or the zero margins of the column buffer. (Longer than most functions: the buffer layout, the blocking
+    and the strided reduction share their index arithmetic, which is clearest in one place.)
     """
     n, c, h, w = shape
     kh, kw = kernel_hw

@@ -218,9 +218,20 @@ def rule_of(node: Node, entry: Formula, settings: RelevanceSettings, fc6: int) -
         return Probabilities()
     if node.type == "Eltwise" and node.layer.operation == ELTWISE_MAX:
         return WinnerTakesAll()
-    if isinstance(node.layer, LinearLayer):  # Eltwise SUM, BatchNorm and Scale not folded into a linear layer
+    if node.type == "Eltwise":  # SUM: the rule the formula gives convolutions at this index
+        return _sum_rule(entry.convolution.choose(node.index, settings, fc6)(settings))
+    if isinstance(node.layer, LinearLayer):  # BatchNorm and Scale not folded into a linear layer
         return Transposed() if entry.convolution.default is transposed else Epsilon(settings.epsilon)
     return Pass()
+
+
+def _sum_rule(rule: LinearRule) -> LinearRule:
+    """A residual sum y = Σ_k c_k·x_k gets the linear rule of its position, α-β in its conserving form: with two
+    inputs one part (z⁺ or z⁻) is often empty, where plain α-β would hand on α·R (or −β·R); and unlike ε, α-β
+    never divides by a sum whose inputs cancel (ε amplified |R| 15–19× there)."""
+    if isinstance(rule, AlphaBeta):
+        return AlphaBeta(rule.beta, conserving=True)
+    return rule
 
 
 def assign_rules(net: Net, settings: RelevanceSettings, start: int, first: int) -> list[Rule | None]:

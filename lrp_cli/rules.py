@@ -138,15 +138,30 @@ class LinearRule(Rule):
         """s = R ⊘ z̃; by default 0 where z̃ = 0 (may overwrite ``total``)."""
         return _ratio_or_zero(relevance, total, np.float32(1))
 
-    def signal(self, layer: LinearLayer, pairs, z: np.ndarray, relevance: np.ndarray) -> np.ndarray:
-        """s = R ⊘ z̃ with z̃ = Σ_k W̃_k·ã_k + b̃, the modified forward pass (``z`` is the layer's own output)."""
+    def modified_forward(self, layer: LinearLayer, pairs) -> np.ndarray:
+        """z̃ = Σ_k W̃_k·ã_k + b̃ (rules with an input of ones override :meth:`signal` instead)."""
         total = None
-        for a, w in pairs:  # rules with an input of ones override signal()
+        for a, w in pairs:
             part = layer.linear(a, w)
             total = part if total is None else total + part
         if layer.bias is not None:
             total += layer.bias_view(self.modified_bias(layer.bias), total.ndim)
-        return self.divide(relevance, total)
+        return total
+
+    def signal(self, layer: LinearLayer, pairs, z: np.ndarray, relevance: np.ndarray) -> np.ndarray:
+        """s = R ⊘ z̃, the modified forward pass (``z`` is the layer's own output)."""
+        return self.divide(relevance, self.modified_forward(layer, pairs))
+
+    @staticmethod
+    def spread(layer: LinearLayer, pairs, signal: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        """R_in = Σ_k ã_k ⊙ W̃_kᵀ·s, of the input's ``shape``."""
+        result = None
+        for a, w in pairs:
+            part = layer.linear_transposed(signal, w, shape)
+            if a is not None:
+                part *= a
+            result = part if result is None else result + part
+        return result
 
     def relevance(
         self, layer: LinearLayer, x: np.ndarray, z: np.ndarray, relevance: np.ndarray, state: dict | None = None
@@ -154,14 +169,7 @@ class LinearRule(Rule):
         """The generic step: R_in = Σ_k ã_k ⊙ W̃_kᵀ·s. x: the layer's input, z: its output (both N×…), relevance:
         N× the output shape, ``state``: what the layer's forward pass kept (for its fused kernels)."""
         pairs = self.pairs(x, layer.weight)
-        signal = self.signal(layer, pairs, z, relevance)
-        result = None
-        for a, w in pairs:
-            part = layer.linear_transposed(signal, w, x.shape)
-            if a is not None:
-                part *= a
-            result = part if result is None else result + part
-        return result
+        return self.spread(layer, pairs, self.signal(layer, pairs, z, relevance), x.shape)
 
 
 @dataclass(frozen=True)
@@ -207,12 +215,25 @@ class _AlphaBetaPart(LinearRule):
         return _ratio_or_zero(relevance, total, np.float32(self.scale))
 
 
-def alpha_beta_generic(layer: LinearLayer, x: np.ndarray, relevance: np.ndarray, alpha, beta) -> np.ndarray:
-    """The α-β rule as two generic steps, α·(z⁺ part) − β·(z⁻ part): for linear layers without fused kernels."""
-    z = None  # the parts compute their own modified forward passes
-    result = _AlphaBetaPart(+1, float(alpha)).relevance(layer, x, z, relevance)
-    if beta > 0:
-        result += _AlphaBetaPart(-1, -float(beta)).relevance(layer, x, z, relevance)
+def alpha_beta_generic(layer: LinearLayer, x: np.ndarray, relevance: np.ndarray, alpha, beta,
+                       conserving: bool = False) -> np.ndarray:
+    """The α-β rule as two generic steps, α·(z⁺ part) − β·(z⁻ part): for linear layers without fused kernels.
+
+    ``conserving``: where one part is empty (z⁻ = 0, or z⁺ = 0) the other takes all the relevance (scale 1 instead
+    of α or −β), so that Σ R_in = R wherever z⁺ or z⁻ is non-zero, and |R_in| ≤ α·|R| always."""
+    positive, negative = _AlphaBetaPart(+1, float(alpha)), _AlphaBetaPart(-1, -float(beta))
+    if not conserving:
+        z = None  # the parts compute their own modified forward passes
+        result = positive.relevance(layer, x, z, relevance)
+        if beta > 0:
+            result += negative.relevance(layer, x, z, relevance)
+        return result
+    pairs = positive.pairs(x, layer.weight), negative.pairs(x, layer.weight)
+    z_pos, z_neg = positive.modified_forward(layer, pairs[0]), negative.modified_forward(layer, pairs[1])
+    scale_pos = np.where(z_neg == 0, np.float32(1), np.float32(alpha)).astype(relevance.dtype)
+    scale_neg = np.where(z_pos == 0, np.float32(1), -np.float32(beta)).astype(relevance.dtype)
+    result = LinearRule.spread(layer, pairs[0], _ratio_or_zero(relevance * scale_pos, z_pos, np.float32(1)), x.shape)
+    result += LinearRule.spread(layer, pairs[1], _ratio_or_zero(relevance * scale_neg, z_neg, np.float32(1)), x.shape)
     return result
 
 
@@ -228,6 +249,7 @@ class AlphaBeta(LinearRule):
     """
 
     beta: float
+    conserving: bool = False  # see alpha_beta_generic: for sums (Eltwise), where one part is often empty
     uses_forward_caches: ClassVar[bool] = True  # the fused kernels multiply the forward pass's columns again
 
     def __post_init__(self):
@@ -235,13 +257,15 @@ class AlphaBeta(LinearRule):
             raise RelevanceError(f"alphabeta_beta must be non-negative (got {self.beta})", key="alphabeta_beta")
 
     def __str__(self) -> str:
-        return f"alpha-beta(alpha={1 + self.beta:g}, beta={self.beta:g})"
+        return f"alpha-beta(alpha={1 + self.beta:g}, beta={self.beta:g}{', conserving' if self.conserving else ''})"
 
     def relevance(self, layer, x, z, relevance, state=None):
         # The computation path is chosen per image (an input with negative values needs the x⁻ terms), so that an
         # image's result never depends on the other images of its batch.
         beta = np.float32(self.beta)
         alpha = np.float32(1) + beta
+        if self.conserving:  # no fused kernels: the sums it serves are cheap
+            return alpha_beta_generic(layer, x, relevance, alpha, beta, conserving=True)
         negative = (x < 0).reshape(x.shape[0], -1).any(axis=1)
         if negative.any() and not negative.all():
             result = np.empty_like(x)

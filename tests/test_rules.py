@@ -982,3 +982,44 @@ def test_zbox_without_bounds_is_a_clear_error():
     (z,), _ = layer.forward([x])
     with pytest.raises(RelevanceError, match="z\\^B rule needs the image mean"):
         layer.relevance(rule, Saved([x], [z], {}), [z])
+
+
+@pytest.mark.parametrize("coeff", [(), (1.0, -0.5), (2.0, 1.0, -1.0)])
+@pytest.mark.parametrize("beta", [0.0, 1.0, 0.5])
+def test_eltwise_sum_conserving_alpha_beta(coeff, beta):
+    """The α-β rule of residual sums: α·p_k/z⁺·R − β·n_k/z⁻·R with p_k, n_k the positive and negative parts of the
+    contributions c_k·x_k; where one part is empty the other takes R whole. Conserving wherever the sum has a
+    non-zero contribution, and |R_k| ≤ α|R|."""
+    rng = np.random.default_rng(int(10 * beta) + len(coeff))
+    count = max(2, len(coeff))
+    param = caffe_pb2.LayerParameter(name="sum", type="Eltwise")
+    param.eltwise_param.operation = 1
+    param.eltwise_param.coeff.extend(coeff)
+    layer = Eltwise("sum", param, ())
+    bottoms = [rng.normal(size=(2, 3, 4, 5)).astype(np.float32) for _ in range(count)]
+    bottoms[0][0, 0, 0] = np.abs(bottoms[0][0, 0, 0])  # rows where every contribution is positive ...
+    for k, b in enumerate(bottoms[1:], start=1):
+        b[0, 0, 0] = np.abs(b[0, 0, 0]) * np.sign(coeff[k] if coeff else 1.0)
+    bottoms[0][1, 0, 0] = 0  # ... and a row where one input is zero
+    (y,), extra = layer.forward(bottoms)
+    R = rng.normal(size=y.shape).astype(np.float32)
+    got = layer.relevance(AlphaBeta(beta, conserving=True), Saved(bottoms, [y], extra), [R])
+    c = coeff or (1.0,) * count
+    contributions = np.stack([ck * b.astype(np.float64) for ck, b in zip(c, bottoms, strict=True)])
+    alpha = 1 + beta
+    expected = np.zeros_like(contributions)
+    for index in np.ndindex(y.shape):
+        parts = contributions[(slice(None), *index)]
+        zp, zn = parts[parts > 0].sum(), parts[parts < 0].sum()
+        for k, part in enumerate(parts):
+            share = 0.0
+            if part > 0:
+                share = (alpha if zn < 0 else 1.0) * part / zp
+            elif part < 0:
+                share = (-beta if zp > 0 else 1.0) * part / zn
+            expected[(k, *index)] = share * R[index]
+    assert relative_error(np.stack(got), expected) <= TOLERANCE
+    total = np.stack(got).astype(np.float64).sum(axis=0)
+    nonzero = np.abs(contributions).sum(axis=0) > 0
+    np.testing.assert_allclose(total[nonzero], R.astype(np.float64)[nonzero], rtol=1e-5, atol=1e-6)
+    assert np.abs(np.stack(got)).max() <= alpha * np.abs(R).max() * (1 + 1e-6)

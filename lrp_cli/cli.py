@@ -31,7 +31,11 @@ def _options(command):
         click.option("--original-names", is_flag=True, help="Name the top-10 file _top10scores.txt (C++ binary)."),
         click.option("--colormap", type=click.Choice(COLORMAPS), default=None,
                      help="Heatmap colouring (default: the config's heatmap_colormap, else 'original')."),
-        click.option("--overlay", is_flag=True, help="Blend the heatmap over the input crop."),
+        click.option("--clip-percentile", type=click.FloatRange(0, 100, min_open=True), default=None, metavar="P",
+                     help="Scale colours by the P-th percentile of |relevance| and clip above it (default: the "
+                          "config's heatmap_clip_percentile, else 100 = the largest value, as the original)."),
+        click.option("--overlay", is_flag=True,
+                     help="Draw the heatmap over the input crop, opaque where relevance is strong."),
         click.option("--npy", is_flag=True, help="Also write the raw heatmap as <name>_rawhm.npy."),
         click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
                      help="Worker processes (each loads the model once)."),
@@ -74,9 +78,9 @@ def lrp_parallel_demo(**kwargs):
     sys.exit(_main("lrp-parallel-demo", None, **kwargs))
 
 
-def _main(program, batch_size, config, filelist, prependpath, minimal_output, original_names, colormap, overlay,
-          npy, jobs, threads, backend, scheduler, shard, skip_existing, default_target, json_lines, fail_fast,
-          quiet) -> int:
+def _main(program, batch_size, config, filelist, prependpath, minimal_output, original_names, colormap,
+          clip_percentile, overlay, npy, jobs, threads, backend, scheduler, shard, skip_existing, default_target,
+          json_lines, fail_fast, quiet) -> int:
     started = time.perf_counter()
 
     def say(message):
@@ -84,7 +88,7 @@ def _main(program, batch_size, config, filelist, prependpath, minimal_output, or
 
     try:
         settings = load_config(config)
-        options = OutputOptions(minimal_output, original_names, colormap, overlay, npy)
+        options = OutputOptions(minimal_output, original_names, colormap, overlay, npy, clip_percentile)
         demo = Demo(settings, options)
         if threads is None:
             threads = 1 if backend == "dask" else max(1, (os.cpu_count() or 1) // jobs)

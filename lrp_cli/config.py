@@ -33,7 +33,7 @@ from types import MappingProxyType
 import numpy as np
 
 from .errors import ConfigError
-from .render import COLORMAPS
+from .render import COLORMAPS, DEFAULT_CLIP_PERCENTILE
 
 __all__ = [
     "Config",
@@ -66,11 +66,12 @@ ORIGINAL_KEYS: tuple[tuple[str, type], ...] = (
 #: Keys naming input files that must exist as regular files.
 FILE_KEYS: tuple[str, ...] = ("param_file", "model_file", "mean_file", "synsetfile")
 
-#: Optional lrp_cli keys (same line-pair format) → allowed values (None = any integer) and default.
-EXTENSION_KEYS: Mapping[str, tuple[tuple[str, ...] | None, object]] = MappingProxyType(
+#: Optional lrp_cli keys (same line-pair format) → allowed values (None = any integer, float = a number) and default.
+EXTENSION_KEYS: Mapping[str, tuple[tuple[str, ...] | type | None, object]] = MappingProxyType(
     {
         "lrn_relevance": (("original", "identity"), "original"),
         "heatmap_colormap": (COLORMAPS, "original"),
+        "heatmap_clip_percentile": (float, DEFAULT_CLIP_PERCENTILE),
         "mean_alignment": (("original", "centered"), "original"),
         "default_target": (None, None),
     }
@@ -107,6 +108,7 @@ class Config:
     auxiliaryvariable_maxlayerindexforflatdistinconv: int
     lrn_relevance: str = "original"
     heatmap_colormap: str = "original"
+    heatmap_clip_percentile: float = DEFAULT_CLIP_PERCENTILE
     mean_alignment: str = "original"
     default_target: int | None = None
     raw: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -242,6 +244,8 @@ def parse_config(
         raw[key], lines[key] = token, line
         if allowed is None:
             values[key] = _parse_int(token, source, line, key)
+        elif allowed is float:
+            values[key] = _parse_float(token, source, line, key)
         elif token in allowed:
             values[key] = token
         else:
@@ -259,6 +263,8 @@ def parse_config(
     check("alphabeta_beta", values["alphabeta_beta"] >= 0, "is negative (β must be ≥ 0; α = 1 + β)")
     check("baseimgsize", values["baseimgsize"] > 0, "must be a positive image size")
     check("numclasses", values["numclasses"] > 0, "must be a positive number of classes")
+    if "heatmap_clip_percentile" in raw:
+        check("heatmap_clip_percentile", 0 < values["heatmap_clip_percentile"] <= 100, "is not in (0, 100]")
 
     return Config(source=source, raw=MappingProxyType(raw), lines=MappingProxyType(lines), **values)
 

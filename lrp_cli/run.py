@@ -21,7 +21,7 @@ from .filelist import FileListEntry
 from .net import Net
 from .outputs import OutputError, OutputPaths, output_paths, write_npy, write_png, write_rawhm, write_topten
 from .preprocess import preprocess_image
-from .render import colorize, overlay
+from .render import colorize, relevance_overlay
 from .rules import formula
 
 
@@ -34,6 +34,7 @@ class OutputOptions:
     colormap: str | None = None  # None: the config's heatmap_colormap
     overlay: bool = False
     npy: bool = False
+    clip_percentile: float | None = None  # None: the config's heatmap_clip_percentile
 
 
 @dataclass
@@ -138,6 +139,7 @@ class Demo:
         self.explainer = build_explainer(self.net, config)
         self.synsets = read_synsets(config.synsetfile, config.numclasses)
         self.colormap = options.colormap or config.heatmap_colormap
+        self.clip_percentile = options.clip_percentile or config.heatmap_clip_percentile
         self.class_count = self._probe()
 
     def _probe(self) -> int:
@@ -252,8 +254,9 @@ class Demo:
                 raise OutputError(f"{path}: cannot write: a directory of that name is in the way")
 
         def heatmap():
-            colored = colorize(rawhm, self.colormap)
-            return overlay(colored, item.as_inputted) if options.overlay and item.as_inputted is not None else colored
+            if options.overlay and item.as_inputted is not None:
+                return relevance_overlay(rawhm, item.as_inputted, self.colormap, self.clip_percentile)
+            return colorize(rawhm, self.colormap, self.clip_percentile)
 
         writers = {
             paths.heatmap: lambda path: write_png(path, heatmap()),

@@ -19,6 +19,7 @@ from .config import load_config
 from .errors import LrpError
 from .filelist import FileListLineError, iter_filelist
 from .render import COLORMAPS
+from .report import Report, formula_text, row_for_result
 from .run import Demo, OutputOptions, Result
 
 
@@ -37,6 +38,8 @@ def _options(command):
         click.option("--overlay", is_flag=True,
                      help="Draw the heatmap over the input crop, opaque where relevance is strong."),
         click.option("--npy", is_flag=True, help="Also write the raw heatmap as <name>_rawhm.npy."),
+        click.option("--report", is_flag=True,
+                     help="Write report.html into standalone_outpath (and <name>_overlay.png for it), row by row."),
         click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
                      help="Worker processes (each loads the model once)."),
         click.option("--threads", type=click.IntRange(min=1), default=None,
@@ -79,17 +82,24 @@ def lrp_parallel_demo(**kwargs):
 
 
 def _main(program, batch_size, config, filelist, prependpath, minimal_output, original_names, colormap,
-          clip_percentile, overlay, npy, jobs, threads, backend, scheduler, shard, skip_existing, default_target,
-          json_lines, fail_fast, quiet) -> int:
+          clip_percentile, overlay, npy, report, jobs, threads, backend, scheduler, shard, skip_existing,
+          default_target, json_lines, fail_fast, quiet) -> int:
     started = time.perf_counter()
 
     def say(message):
         click.echo(f"{program}: {message}", err=True)
 
+    if report and minimal_output:
+        say("error: --report shows the heatmap PNGs, which --minimal-output does not write")
+        return 2
     try:
         settings = load_config(config)
-        options = OutputOptions(minimal_output, original_names, colormap, overlay, npy, clip_percentile)
+        options = OutputOptions(minimal_output, original_names, colormap, overlay, npy, clip_percentile, report)
         demo = Demo(settings, options)
+        page = None
+        if report:
+            page = Report(settings.standalone_outpath, formula_text(settings),
+                          formula_short=formula_text(settings, short=True))
         if threads is None:
             threads = 1 if backend == "dask" else max(1, (os.cpu_count() or 1) // jobs)
         if batch_size == "auto":  # from stdin, one at a time: a result must not wait for lines not yet written
@@ -126,6 +136,8 @@ def _main(program, batch_size, config, filelist, prependpath, minimal_output, or
                 done += not result.skipped
             if json_lines:
                 _print_json(result) if isinstance(result, Result) else _print_line_error(result)
+            if page is not None and isinstance(result, Result):
+                page.add(row_for_result(result, demo.synsets))
             if failure:
                 failures.append(failure)
                 if not quiet:

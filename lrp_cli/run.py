@@ -22,6 +22,7 @@ from .net import Net
 from .outputs import OutputError, OutputPaths, output_paths, write_npy, write_png, write_rawhm, write_topten
 from .preprocess import preprocess_image
 from .render import colorize, relevance_overlay
+from .report import OVERLAY_SUFFIX
 from .rules import formula
 
 
@@ -35,6 +36,7 @@ class OutputOptions:
     overlay: bool = False
     npy: bool = False
     clip_percentile: float | None = None  # None: the config's heatmap_clip_percentile
+    report: bool = False  # also write <name>_overlay.png for report.html
 
 
 @dataclass
@@ -171,6 +173,8 @@ class Demo:
             files = [paths.heatmap, paths.topten, paths.rawhm]
             if not entry.is_blob:
                 files.append(paths.as_inputted)
+                if self.options.report:
+                    files.append(paths.base + OVERLAY_SUFFIX)
         if self.options.npy:
             files.append(paths.npy)
         return files
@@ -264,6 +268,9 @@ class Demo:
             paths.rawhm: lambda path: write_rawhm(path, rawhm),
             paths.as_inputted: lambda path: write_png(path, item.as_inputted),
             paths.npy: lambda path: write_npy(path, rawhm.astype(np.float32)),
+            paths.base + OVERLAY_SUFFIX: lambda path: write_png(
+                path, relevance_overlay(rawhm, item.as_inputted, self.colormap, self.clip_percentile)
+            ),
         }
         written = []
         try:

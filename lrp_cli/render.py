@@ -208,8 +208,9 @@ def overlay(heatmap_rgb: np.ndarray, image_rgb: np.ndarray, alpha: float = 0.5,
     return np.clip(a * h + (1.0 - a) * img, 0.0, 1.0)
 
 
-#: How |x| becomes the heat's opacity in :func:`relevance_overlay`: |x|^γ with γ < 1 lifts weak relevance a little.
-OVERLAY_GAMMA = 0.5
+#: The heat's opacity in :func:`relevance_overlay` is |x|^γ.  γ = 1: at γ = 0.5 the weak, dark end of the
+#: black-centred maps already dims the photo (SqueezeNet's stride-2 first layer leaves a faint grid everywhere).
+OVERLAY_GAMMA = 1.0
 
 
 def relevance_overlay(rawhm: np.ndarray, image_rgb: np.ndarray, colormap: str = DEFAULT_COLORMAP,

@@ -253,3 +253,39 @@ def test_relevance_overlay_shows_the_photo_where_relevance_is_zero(name):
     np.testing.assert_allclose(out[:, 0, 0], colorize(raw, name)[:, 0, 0])  # |x| = 1: opaque heat
     a = 0.25**OVERLAY_GAMMA  # x = 2/8
     np.testing.assert_allclose(out[:, 1, 1], a * colorize(raw, name)[:, 1, 1] + (1 - a) * photo[:, 1, 1])
+
+
+# ---- the shipped demo reads well ----------------------------------------------------------------------------------
+
+
+def test_shipped_demo_heatmaps_are_readable(tmp_path):
+    """The README's first command: ≥ 3 % of every heatmap's pixels at ≥ 25 % of the colour scale, seen both in the
+    values the map colours and in the PNG (black-centred map: a channel at ≥ 25 % of full brightness)."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    from PIL import Image
+
+    from lrp_cli.config import load_config
+
+    config = load_config(ROOT / "configs/config_sequential.txt")
+    assert config.heatmap_colormap == "cold-hot" and config.heatmap_clip_percentile < 100
+    out = subprocess.run(
+        [sys.executable, "-m", "lrp_cli", str(ROOT / "configs/config_sequential.txt"), str(ROOT / "testfilelist.txt"),
+         str(ROOT), "--npy", "--quiet"],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    pngs = sorted((tmp_path / "lrp_output/someimages").glob("*_heatmap.png"))
+    assert len(pngs) == 7
+    for png in pngs:
+        raw = np.load(str(png).replace("_heatmap.png", "_rawhm.npy"))
+        x = normalized(raw, config.heatmap_colormap, config.heatmap_clip_percentile)
+        assert (np.abs(x) >= 0.25).mean() >= 0.03, png.name
+        pixels = np.asarray(Image.open(png).convert("RGB"))
+        assert (pixels.max(axis=2) >= 0.25 * 255).mean() >= 0.03, png.name
+        with_original = colorize(raw, "original", 100)  # what the same relevance looked like before
+        assert (with_original.max(axis=0) >= 0.25).mean() < 0.01, png.name

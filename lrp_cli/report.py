@@ -211,7 +211,7 @@ class Report:
         text = f'<div class="file">{_text(file)}</div><div class="path">{_text(folder)}</div>'
         if row.error is None:
             target = {-2: "top-5"}.get(row.target, "top-1" if row.target is not None and row.target < 0 else row.target)
-            text += (f'<div class="small">target {_text(target)} · explained {_text(", ".join(map(str, row.classes)))}'
+            text += (f'<div class="small">target {_text(target)}<br>explained {_text(", ".join(map(str, row.classes)))}'
                      f"<br>formula {_text(self.formula_short)}</div>")
         return f'<td class="about">{text}</td>'
 
@@ -240,7 +240,7 @@ class Report:
             f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_CSS}</style></head>\n'
             f"<body><h1>{_text(self.title)}</h1>"
             f'<p class="meta">formula {_text(self.formula)} · images {first}–{first + len(rows) - 1} · '
-            "the page grows as the run goes on</p>"
+            "written as the run goes on</p>"
             f'{nav}\n<table><thead><tr><th class="num">#</th><th class="about">image</th>'
             '<th class="pic">input crop</th><th class="pic">heatmap</th><th class="pic">overlay</th>'
             '<th class="top5">top-5 classes</th></tr></thead><tbody>\n'

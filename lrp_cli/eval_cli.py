@@ -125,7 +125,8 @@ def _main(config, filelist, prependpath, formulas, steps, region, perturbation, 
     out = out_dir or settings.standalone_outpath
     write_csv(os.path.join(out, "pixel_flipping.csv"), results, names, classes)
     plot_curves(os.path.join(out, "pixel_flipping.png"), results,
-                f"Pixel-flipping ({perturbation} regions), mean of {len(names)} images")
+                f"Pixel-flipping: regions replaced by {'uniform noise' if perturbation == 'uniform' else 'the mean'}, "
+                f"mean of {len(names)} images")
     click.echo("method\tAOPC")
     for result in results:
         click.echo(f"{result.label}\t{result.mean_aopc:.4f}")

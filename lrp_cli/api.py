@@ -46,7 +46,7 @@ from .preprocess import (
     preprocess_decoded,
     preprocess_image,
 )
-from .render import COLORMAPS, colorize, heatmap_values, overlay, to_uint8
+from .render import COLORMAPS, DEFAULT_CLIP_PERCENTILE, colorize, heatmap_values, relevance_overlay, to_uint8
 
 #: What :meth:`Model.explain` accepts as one image: a file path (an image, or a ``.npy`` input blob), a PIL image,
 #: an H×W×3 (RGB), H×W×4 (RGBA) or H×W (grey) uint8 array, or a C×H×W float32 array (a preprocessed input blob:
@@ -67,6 +67,7 @@ CONFIG_KEYS = {
     "lrn_relevance": "lrn_relevance",
     "mean_alignment": "mean_alignment",
     "colormap": "heatmap_colormap",
+    "clip_percentile": "heatmap_clip_percentile",
     "max_pixels": "--max-pixels",
 }
 
@@ -89,6 +90,7 @@ class Settings:
     lrn_relevance: str = "original"  # lrn_relevance
     mean_alignment: str = "original"  # mean_alignment
     colormap: str = "original"  # heatmap_colormap
+    clip_percentile: float = DEFAULT_CLIP_PERCENTILE  # heatmap_clip_percentile (100: the largest |value|)
     max_pixels: int | None = DEFAULT_MAX_PIXELS  # largest image decoded (width × height; None: Pillow's own limit)
 
     @staticmethod
@@ -105,6 +107,7 @@ class Settings:
             lrn_relevance=config.lrn_relevance,
             mean_alignment=config.mean_alignment,
             colormap=config.heatmap_colormap,
+            clip_percentile=config.heatmap_clip_percentile,
         )
 
     def replace(self, **overrides: Any) -> Settings:
@@ -133,6 +136,11 @@ def _checked(keyword: str, value: Any) -> Any:
         if value not in _CHOICES[keyword]:
             raise ConfigError(f"{where}: {value!r} is not one of: {', '.join(_CHOICES[keyword])}")
         return value
+    if keyword == "clip_percentile":
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
+                or not 0 < value <= 100:
+            raise ConfigError(f"{where}: expected a percentile in (0, 100], got {value!r}")
+        return float(value)
     if keyword in ("epsilon", "beta"):
         if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
@@ -178,6 +186,7 @@ class Explanation:
     input: Prepared
     class_names: Sequence[str] = dataclasses.field(repr=False, default=())
     colormap: str = "original"
+    clip_percentile: float = DEFAULT_CLIP_PERCENTILE
 
     def _name(self, c: int) -> str:
         return self.class_names[c] if c < len(self.class_names) else ""
@@ -200,33 +209,39 @@ class Explanation:
         """The crop that entered the net as an H×W×3 RGB uint8 array (None for a preprocessed blob input)."""
         return None if self.input.crop is None else to_uint8(self.input.crop)
 
-    def colored(self, colormap: str | None = None, overlay_image: bool = False) -> np.ndarray:
-        """The heatmap in colour, 3×H×W in [0, 1]; over the crop when ``overlay_image`` (and there is a crop)."""
-        rgb = colorize(self.rawhm, colormap or self.colormap)
+    def colored(self, colormap: str | None = None, overlay_image: bool = False,
+                clip_percentile: float | None = None) -> np.ndarray:
+        """The heatmap in colour, 3×H×W in [0, 1], scaled by the ``clip_percentile``-th percentile of |relevance|
+        (default: the model's); over the crop, opaque where relevance is strong, when ``overlay_image``."""
+        colormap, percentile = colormap or self.colormap, clip_percentile or self.clip_percentile
         if overlay_image and self.input.crop is not None:
-            rgb = overlay(rgb, self.input.crop)
-        return rgb
+            return relevance_overlay(self.rawhm, self.input.crop, colormap, percentile)
+        return colorize(self.rawhm, colormap, percentile)
 
-    def to_pil(self, colormap: str | None = None, overlay: bool = False) -> Image.Image:
+    def to_pil(self, colormap: str | None = None, overlay: bool = False,
+               clip_percentile: float | None = None) -> Image.Image:
         """The heatmap as an RGB PIL image (the ``_heatmap.png`` of ``lrp-demo`` with the same options)."""
-        return Image.fromarray(to_uint8(self.colored(colormap, overlay)))
+        return Image.fromarray(to_uint8(self.colored(colormap, overlay, clip_percentile)))
 
     def save(self, folder: str | os.PathLike, name: str | None = None, *, minimal: bool = False, npy: bool = False,
-             overlay: bool = False, colormap: str | None = None) -> list[str]:
+             overlay: bool = False, colormap: str | None = None, clip_percentile: float | None = None) -> list[str]:
         """Write the files ``lrp-demo`` writes for this image into ``folder``, named ``name`` (default: the
         input's file name) plus the usual suffixes; returns their paths."""
         name = name or os.path.basename(self.source) or "image"
         folder = os.fspath(folder)
         paths = output_paths(f"{folder}/{name}", folder, name)
         files = output_files(paths, minimal=minimal, npy=npy, image=self.input.crop is not None)
-        return write_files(encode_explanation(self, paths, files, colormap=colormap, overlay_image=overlay))
+        return write_files(encode_explanation(self, paths, files, colormap=colormap, overlay_image=overlay,
+                                              clip_percentile=clip_percentile))
 
 
 def encode_explanation(explanation: Explanation, paths: OutputPaths, files: list[str], *,
-                       colormap: str | None = None, overlay_image: bool = False) -> list[tuple[str, bytes]]:
+                       colormap: str | None = None, overlay_image: bool = False,
+                       clip_percentile: float | None = None) -> list[tuple[str, bytes]]:
     """The contents of ``files`` (a subset of ``paths``, in this order) for one explanation."""
     encoders = {
-        paths.heatmap: lambda: png_bytes(explanation.colored(colormap, overlay_image)),
+        paths.heatmap: lambda: png_bytes(explanation.colored(colormap, overlay_image, clip_percentile)),
+        paths.overlay: lambda: png_bytes(explanation.colored(colormap, True, clip_percentile)),
         paths.topten: lambda: format_topten(explanation.top10).encode("ascii"),
         paths.rawhm: lambda: rawhm_bytes(explanation.rawhm),
         paths.as_inputted: lambda: png_bytes(explanation.input.crop),
@@ -427,6 +442,12 @@ class Model:
             results += self.explain_inputs(prepared, targets[lo : lo + batch_size], variant.settings, threads)
         return results[0] if single else results
 
+    def start_values(self, blobs: np.ndarray, settings: Settings | None = None) -> np.ndarray:
+        """The start layer's values (the scores relevance is seeded from, N×K) for input blobs N×C×H×W."""
+        variant = self._variant(settings or self.settings)
+        with limit_blas(1):
+            return self.net.start_values(self.net.forward(blobs), variant.explainer.start)
+
     def check_target(self, target: int, settings: Settings | None = None) -> None:
         variant = self._variant(settings or self.settings)
         if target >= variant.class_count:
@@ -452,7 +473,8 @@ class Model:
             batch = variant.explainer.explain(np.stack([p.blob for p in prepared]), targets, bounds, threads=threads)
         return [
             Explanation(p.source, t, variant.settings.formula, batch.scores[n], batch.ranking[n], batch.classes[n],
-                        batch.rawhm[n], p, self._class_names, variant.settings.colormap)
+                        batch.rawhm[n], p, self._class_names, variant.settings.colormap,
+                        variant.settings.clip_percentile)
             for n, (p, t) in enumerate(zip(prepared, targets, strict=True))
         ]
 

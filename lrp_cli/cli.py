@@ -23,6 +23,7 @@ from .filelist import FileListLineError, iter_filelist
 from .files import display_path
 from .preprocess import DEFAULT_MAX_PIXELS, RESIZED_FRACTION
 from .render import COLORMAPS
+from .report import Report, formula_text, row_for_result
 from .run import Demo, OutputOptions, Result
 
 
@@ -47,8 +48,14 @@ def _options(command):
         click.option("--original-names", is_flag=True, help="Name the top-10 file _top10scores.txt (C++ binary)."),
         click.option("--colormap", type=click.Choice(COLORMAPS), default=None,
                      help="Heatmap colouring (default: the config's heatmap_colormap, else 'original')."),
-        click.option("--overlay", is_flag=True, help="Blend the heatmap over the input crop."),
+        click.option("--clip-percentile", type=click.FloatRange(0, 100, min_open=True), default=None, metavar="P",
+                     help="Scale colours by the P-th percentile of |relevance| and clip above it (default: the "
+                          "config's heatmap_clip_percentile, else 100 = the largest value, as the original)."),
+        click.option("--overlay", is_flag=True,
+                     help="Draw the heatmap over the input crop, opaque where relevance is strong."),
         click.option("--npy", is_flag=True, help="Also write the raw heatmap as <name>_rawhm.npy."),
+        click.option("--report", is_flag=True,
+                     help="Write report.html into standalone_outpath (and <name>_overlay.png for it), row by row."),
         click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
                      help="Worker processes (each loads the model once)."),
         click.option("--threads", type=click.IntRange(min=1), default=None,
@@ -105,8 +112,10 @@ class _Args:
     minimal_output: bool
     original_names: bool
     colormap: str | None
+    clip_percentile: float | None
     overlay: bool
     npy: bool
+    report: bool
     jobs: int
     threads: int | None
     backend: str
@@ -147,6 +156,8 @@ class _Report:
         self.program, self.args = program, args
         self.done = self.skipped = 0
         self.failures: list[str] = []
+        self.page: Report | None = None  # report.html, with --report
+        self.class_names: list[str] = []
 
     def say(self, message: str) -> None:
         click.echo(f"{self.program}: {message}", err=True)
@@ -173,6 +184,8 @@ class _Report:
                 _print_json(result)
             else:
                 _print_line_error(result)
+        if self.page is not None and isinstance(result, Result):
+            self.page.add(row_for_result(result, self.class_names))
         if isinstance(result, FileListLineError):
             failure = str(result)
         elif result.error:
@@ -205,11 +218,18 @@ def _main(program: str, batch_size: int | str | None, **options) -> int:
     started = time.perf_counter()
     args = _Args(**options)
     report = _Report(program, args)
+    if args.report and args.minimal_output:
+        report.say("error: --report shows the heatmap PNGs, which --minimal-output does not write")
+        return 2
     try:
         config = load_config(args.config)
         outputs = OutputOptions(args.minimal_output, args.original_names, args.colormap, args.overlay, args.npy,
-                                args.max_pixels)
+                                args.max_pixels, args.clip_percentile, args.report)
         demo = Demo(config, outputs)
+        if args.report:
+            report.class_names = demo.model.class_names
+            report.page = Report(config.standalone_outpath, formula_text(config),
+                                 formula_short=formula_text(config, short=True))
         plan = _plan(args, demo, batch_size)
         target = args.default_target if args.default_target is not None else config.default_target
         stdin = sys.stdin.buffer if args.filelist == "-" else None

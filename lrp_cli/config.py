@@ -36,7 +36,7 @@ import numpy as np
 
 from .errors import ConfigError
 from .files import display_path, open_regular, text_encoding_problem
-from .render import COLORMAPS
+from .render import COLORMAPS, DEFAULT_CLIP_PERCENTILE
 
 __all__ = [
     "Config",
@@ -69,11 +69,12 @@ ORIGINAL_KEYS: tuple[tuple[str, type], ...] = (
 #: Keys naming input files that must exist as regular files.
 FILE_KEYS: tuple[str, ...] = ("param_file", "model_file", "mean_file", "synsetfile")
 
-#: Optional lrp_cli keys (same line-pair format) → allowed values (None = any integer) and default.
-EXTENSION_KEYS: Mapping[str, tuple[tuple[str, ...] | None, object]] = MappingProxyType(
+#: Optional lrp_cli keys (same line-pair format) → allowed values (None = any integer, float = a number) and default.
+EXTENSION_KEYS: Mapping[str, tuple[tuple[str, ...] | type | None, object]] = MappingProxyType(
     {
         "lrn_relevance": (("original", "identity"), "original"),
         "heatmap_colormap": (COLORMAPS, "original"),
+        "heatmap_clip_percentile": (float, DEFAULT_CLIP_PERCENTILE),
         "mean_alignment": (("original", "centered"), "original"),
         "default_target": (None, None),
     }
@@ -115,6 +116,7 @@ class Config:
     auxiliaryvariable_maxlayerindexforflatdistinconv: int
     lrn_relevance: str = "original"
     heatmap_colormap: str = "original"
+    heatmap_clip_percentile: float = DEFAULT_CLIP_PERCENTILE
     mean_alignment: str = "original"
     default_target: int | None = None
     raw: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -230,6 +232,8 @@ def parse_config(
             values[key] = default
         elif allowed is None:
             values[key] = _parse_int(found[1], source, found[0], key)
+        elif allowed is float:
+            values[key] = _parse_float(found[1], source, found[0], key)
         elif found[1] in allowed:
             values[key] = found[1]
         else:
@@ -273,6 +277,8 @@ class _Reader:
               "is too large (β must be below 2^24 = 16777216: above it α = 1 + β rounds to β in float32)")
         check("baseimgsize", values["baseimgsize"] > 0, "must be a positive image size")
         check("numclasses", values["numclasses"] > 0, "must be a positive number of classes")
+        if "heatmap_clip_percentile" in self.raw:
+            check("heatmap_clip_percentile", 0 < values["heatmap_clip_percentile"] <= 100, "is not in (0, 100]")
 
 
 def load_config(path: str | os.PathLike, *, cwd: str | os.PathLike | None = None, check_files: bool = True) -> Config:

@@ -67,6 +67,7 @@ SUFFIXES = {
     "rawhm": "_rawhm.txt",
     "as_inputted": "_as_inputted_into_the_dnn.png",
     "npy": "_rawhm.npy",
+    "overlay": "_overlay.png",
 }
 #: The C++ binary's name of the top-10 file (``--original-names``).
 ORIGINAL_TOPTEN_SUFFIX = "_top10scores.txt"
@@ -86,11 +87,12 @@ class OutputPaths:
     rawhm: str
     as_inputted: str
     npy: str
+    overlay: str  # the heatmap over the crop, for report.html
 
     def every_kind(self) -> list[str]:
         """Every file any run could write for this input (both top-10 names): what stale temporaries are for."""
         return [self.heatmap, self.base + SUFFIXES["topten"], self.base + ORIGINAL_TOPTEN_SUFFIX, self.rawhm,
-                self.as_inputted, self.npy]
+                self.as_inputted, self.npy, self.overlay]
 
 
 def _inside(root: str, path: str) -> bool:
@@ -123,8 +125,9 @@ def output_paths(fullpath: str, outpath: str, rootpath: str, *, original_names: 
         rawhm=base + SUFFIXES["rawhm"],
         as_inputted=base + SUFFIXES["as_inputted"],
         npy=base + SUFFIXES["npy"],
+        overlay=base + SUFFIXES["overlay"],
     )
-    for p in (paths.heatmap, paths.topten, paths.rawhm, paths.as_inputted, paths.npy):
+    for p in (paths.heatmap, paths.topten, paths.rawhm, paths.as_inputted, paths.npy, paths.overlay):
         if not _inside(outpath, p):
             raise OutputError(
                 f"{display_path(fullpath)}: output {display_path(p)} would lie outside the output folder "
@@ -133,13 +136,17 @@ def output_paths(fullpath: str, outpath: str, rootpath: str, *, original_names: 
     return paths
 
 
-def output_files(paths: OutputPaths, *, minimal: bool = False, npy: bool = False, image: bool = True) -> list[str]:
+def output_files(paths: OutputPaths, *, minimal: bool = False, npy: bool = False, image: bool = True,
+                 overlay: bool = False) -> list[str]:
     """Every file an entry writes, in writing order: heatmap, top-10, rawhm and (for an image, not a ``.npy``
-    blob) the as-inputted crop; ``minimal`` keeps only top-10 and rawhm; ``npy`` adds the ``.npy`` raw heatmap."""
+    blob) the as-inputted crop and, with ``overlay`` (for the report), the heatmap over it; ``minimal`` keeps only
+    top-10 and rawhm; ``npy`` adds the ``.npy`` raw heatmap."""
     if minimal:
         files = [paths.topten, paths.rawhm]
     else:
-        files = [paths.heatmap, paths.topten, paths.rawhm] + ([paths.as_inputted] if image else [])
+        files = [paths.heatmap, paths.topten, paths.rawhm]
+        if image:
+            files += [paths.as_inputted] + ([paths.overlay] if overlay else [])
     return files + ([paths.npy] if npy else [])
 
 

@@ -27,6 +27,8 @@ class OutputOptions:
     overlay: bool = False
     npy: bool = False
     max_pixels: int | None = DEFAULT_MAX_PIXELS  # largest decoded image (travels to every worker with the rest)
+    clip_percentile: float | None = None  # None: the config's heatmap_clip_percentile
+    report: bool = False  # also write <name>_overlay.png for report.html
 
 
 @dataclass
@@ -78,6 +80,7 @@ class Demo:
         self.options = options
         self.model = Model.from_config(config, max_pixels=options.max_pixels)
         self.colormap = options.colormap or config.heatmap_colormap
+        self.clip_percentile = options.clip_percentile or config.heatmap_clip_percentile
 
     # -- per entry -------------------------------------------------------------------------------------------------
     def _paths(self, entry: FileListEntry) -> OutputPaths:
@@ -92,7 +95,7 @@ class Demo:
         """Every file this entry produces, in writing order (what --skip-existing checks and _write writes); an
         OutputError for a name that cannot be created."""
         files = output_files(self._paths(entry), minimal=self.options.minimal, npy=self.options.npy,
-                             image=not entry.is_blob)
+                             image=not entry.is_blob, overlay=self.options.report)
         for path in files:
             check_output_name(path, entry.path)
         return files
@@ -166,6 +169,6 @@ class Demo:
         result.classes = explanation.classes
         files = self.output_files(item.entry)
         contents = encode_explanation(explanation, item.paths, files, colormap=self.colormap,
-                                      overlay_image=self.options.overlay)
+                                      overlay_image=self.options.overlay, clip_percentile=self.clip_percentile)
         # every file or none; an earlier run's complete outputs are only ever replaced by complete new ones
         result.files = write_files(contents)

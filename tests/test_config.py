@@ -313,15 +313,24 @@ def test_extension_keys(folder):
     assert cfg.lines["default_target"] == 55
 
 
+def test_heatmap_clip_percentile(folder):
+    assert _load(folder, _text(BASE)).heatmap_clip_percentile == 100.0
+    cfg = _load(folder, _text(BASE) + _text({"heatmap_clip_percentile": "99.5"}))
+    assert cfg.heatmap_clip_percentile == pytest.approx(99.5)
+    for bad in ("0", "100.5", "-1", "high"):
+        with pytest.raises(ConfigError, match=f"heatmap_clip_percentile.*{bad}"):
+            _load(folder, _text(BASE) + _text({"heatmap_clip_percentile": bad}))
+
+
 def test_no_key_is_a_prefix_of_another():
     keys = [k for k, _ in ORIGINAL_KEYS] + list(EXTENSION_KEYS)
-    assert len(keys) == 19 and len(ORIGINAL_KEYS) == 15
+    assert len(keys) == 20 and len(ORIGINAL_KEYS) == 15
     for a in keys:
         for b in keys:
             assert a == b or not b.startswith(a), (a, b)
     # and no extension value can be mistaken for a key by the original's scan
     for allowed, _ in EXTENSION_KEYS.values():
-        for value in allowed or ():
+        for value in allowed if isinstance(allowed, tuple) else ():
             assert not any(value.startswith(k) for k in keys)
 
 

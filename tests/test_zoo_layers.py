@@ -12,12 +12,19 @@
 
 from __future__ import annotations
 
+import itertools
+
+import cv2
 import numpy as np
 import pytest
 from google.protobuf import text_format
+from netbuilder import NetBuilder
 
-from lrp_cli.caffe import caffe_pb2, read_prototxt
+from lrp_cli.caffe import caffe_pb2, load_model, read_prototxt
 from lrp_cli.errors import ModelError
+from lrp_cli.layers import Saved
+from lrp_cli.layers.pooling import Pooling
+from lrp_cli.net import Net
 
 
 def relative_error(got, expected) -> float:
@@ -92,3 +99,103 @@ def test_unknown_field_outside_layers_and_bad_values_inside(tmp_path):
                     "  pooling_param { pool: MIN }\n}\n")
     with pytest.raises(ModelError, match=r"line 5, column \d+: layer 'p' \(Pooling\): .*MIN"):
         read_prototxt(path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Pooling: output sizes rounded up (Caffe's default) or down, against OpenCV and literally
+
+POOL_GEOMETRIES = [(30, 3, 2, 0), (30, 3, 2, 1), (29, 2, 2, 0), (7, 3, 2, 1), (8, 3, 3, 1), (9, 4, 3, 2),
+                   (112, 3, 2, 1), (5, 5, 1, 2), (10, 2, 3, 0)]  # (size, kernel, stride, pad)
+
+
+@pytest.mark.parametrize("method", ["MAX", "AVE"])
+@pytest.mark.parametrize("ceil", [True, False])
+@pytest.mark.parametrize("size", sorted({g[0] for g in POOL_GEOMETRIES}))
+def test_pooling_rounding_matches_opencv(tmp_path, size, ceil, method):
+    """Output sizes and values equal OpenCV's; our FLOOR is also read from BVLC's ``round_mode: FLOOR`` (OpenCV
+    knows only the forks' ``ceil_mode``)."""
+    geometries = [g for g in POOL_GEOMETRIES if g[0] == size]
+    b = NetBuilder((1, 3, size, size), seed=size)
+    for i, (_, kernel, stride, pad) in enumerate(geometries):
+        b.same(f"pool{i}", "Pooling", "data", pooling_param={
+            "pool": method, "kernel_size": kernel, "stride": stride, "pad": pad, "ceil_mode": ceil})
+    prototxt, caffemodel = b.write(tmp_path)
+    x = np.random.default_rng(size).normal(size=(2, 3, size, size)).astype(np.float32)
+    names = [f"pool{i}" for i in range(len(geometries))]
+    cv_net = cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
+    theirs = []
+    for image in x:
+        cv_net.setInput(image[None])
+        theirs.append([np.array(o, copy=True) for o in cv_net.forward(names)])
+    variants = [prototxt]
+    if not ceil:
+        bvlc = tmp_path / "round_mode.prototxt"
+        bvlc.write_text(prototxt.read_text().replace("ceil_mode: false", "round_mode: FLOOR"))
+        assert "round_mode: FLOOR" in bvlc.read_text() and "ceil_mode" not in bvlc.read_text()
+        variants.append(bvlc)
+    for path in variants:
+        forward = Net(load_model(path, caffemodel)).forward(x)
+        for i, name in enumerate(names):
+            reference = np.concatenate([t[i] for t in theirs])
+            assert forward.blobs[name].shape == reference.shape, (path.name, geometries[i], reference.shape)
+            np.testing.assert_allclose(forward.blobs[name], reference, rtol=1e-6, atol=1e-6)
+        if size == 30:  # the issue's case: kernel 3, stride 2 gives 15 × 15 rounded up, 14 × 14 rounded down
+            assert forward.blobs["pool0"].shape[2:] == ((15, 15) if ceil else (14, 14))
+
+
+def test_round_mode_and_ceil_mode_must_agree():
+    param = layer_param("Pooling", pooling_param="pool: MAX kernel_size: 2 round_mode: FLOOR ceil_mode: true")
+    with pytest.raises(ModelError, match="round_mode FLOOR and ceil_mode true"):
+        Pooling("pool", param, ())
+    agree = layer_param("Pooling", pooling_param="pool: MAX kernel_size: 2 round_mode: FLOOR ceil_mode: false")
+    assert not Pooling("pool", agree, ()).ceil
+
+
+def literal_windows(length, kernel, stride, pad, ceil):
+    """[(start, end, size)] per output: Caffe's pooling_layer.cpp, in either rounding."""
+    span = (length + 2 * pad - kernel) / stride
+    out = (int(np.ceil(span)) if ceil else int(np.floor(span))) + 1
+    if pad > 0 and (out - 1) * stride >= length + pad:
+        out -= 1
+    windows = []
+    for p in range(out):
+        start = p * stride - pad
+        end = min(start + kernel, length + pad)
+        windows.append((max(start, 0), min(end, length), end - start))
+    return windows
+
+
+@pytest.mark.parametrize("ceil", [True, False])
+@pytest.mark.parametrize("size, kernel, stride, pad", POOL_GEOMETRIES[:6])
+def test_pooling_relevance_with_either_rounding_equals_literal(ceil, size, kernel, stride, pad):
+    """MAX: winner takes all (first maximum); AVE: in proportion to x_i/Σ_window x. Inputs in no window (floor
+    rounding leaves the last rows out) get nothing."""
+    rng = np.random.default_rng(size * 7 + kernel)
+    x = rng.integers(-4, 5, size=(2, 2, size, size)).astype(np.float32)
+    windows = literal_windows(size, kernel, stride, pad, ceil)
+    for method in (0, 1):
+        param = layer_param("Pooling", pooling_param=f"pool: {'MAX' if method == 0 else 'AVE'} kernel_size: {kernel} "
+                                                     f"stride: {stride} pad: {pad} ceil_mode: {str(ceil).lower()}")
+        layer = Pooling("pool", param, ())
+        (y,), extra = layer.forward([x])
+        assert y.shape[2:] == (len(windows), len(windows))
+        R = rng.normal(size=y.shape)
+        expected_y, expected_r = np.zeros(y.shape), np.zeros(x.shape)
+        for n, c, (i, (hs, he, hsize)), (j, (ws, we, wsize)) in itertools.product(
+            range(2), range(2), enumerate(windows), enumerate(windows)
+        ):
+            window = x[n, c, hs:he, ws:we].astype(np.float64)
+            if method == 0:
+                flat = int(np.argmax(window))  # first maximum in row-major order
+                expected_y[n, c, i, j] = window.max()
+                expected_r[n, c, hs + flat // window.shape[1], ws + flat % window.shape[1]] += R[n, c, i, j]
+            else:
+                expected_y[n, c, i, j] = window.sum() / (hsize * wsize)
+                s = window.sum()
+                expected_r[n, c, hs:he, ws:we] += window * R[n, c, i, j] / s if abs(s) >= 1e-6 else window
+        assert relative_error(y, expected_y) <= 1e-6
+        got = layer.relevance("lrp", Saved([x], [y], extra), [R.astype(np.float32)])[0]
+        assert relative_error(got, expected_r) <= 1e-5, method
+        if not ceil and windows[-1][1] < size:  # nothing, up to the rounding of AVE's float64 prefix sums
+            outside = max(np.abs(got[..., windows[-1][1]:, :]).max(), np.abs(got[..., windows[-1][1]:]).max())
+            assert outside <= 1e-9 * np.abs(got).max()

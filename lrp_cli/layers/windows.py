@@ -286,8 +286,10 @@ class Windows1D:
     last: np.ndarray
 
     @staticmethod
-    def caffe(length: int, kernel: int, stride: int, pad: int) -> Windows1D:
-        out = -(-(length + 2 * pad - kernel) // stride) + 1  # ceil mode
+    def caffe(length: int, kernel: int, stride: int, pad: int, ceil: bool = True) -> Windows1D:
+        """Caffe's windows: (length + 2·pad − kernel)/stride rounded up (``ceil``, Caffe's default) or down, + 1."""
+        span = length + 2 * pad - kernel
+        out = (-(-span // stride) if ceil else span // stride) + 1
         if pad > 0 and (out - 1) * stride >= length + pad:
             out -= 1  # the last window may not start inside the padding
         j = np.arange(out)
@@ -342,3 +344,4 @@ def adjoint_signal_gemm(signal: np.ndarray, kernel_hw: tuple[int, int], stride: 
     out[..., wo:] = 0
     out[..., :wo] = signal.transpose(0, 1, 3, 2, 4)
     return out.reshape(g, r, ho * n * ws)
+

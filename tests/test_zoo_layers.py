@@ -13,18 +13,23 @@
 from __future__ import annotations
 
 import itertools
+import zlib
 
 import cv2
 import numpy as np
 import pytest
 from google.protobuf import text_format
 from netbuilder import NetBuilder
+from test_rules import RULES, ConvCase, check_rule, conv_layer, conv_param
 
 from lrp_cli.caffe import caffe_pb2, load_model, read_prototxt
 from lrp_cli.errors import ModelError
-from lrp_cli.layers import Saved
+from lrp_cli.layers import Saved, build_layer
+from lrp_cli.layers.convolution import Convolution
 from lrp_cli.layers.pooling import Pooling
+from lrp_cli.layers.windows import correlate, depthwise_correlate, depthwise_correlate_transposed
 from lrp_cli.net import Net
+from lrp_cli.rules import AlphaBeta, Epsilon
 
 
 def relative_error(got, expected) -> float:
@@ -199,3 +204,107 @@ def test_pooling_relevance_with_either_rounding_equals_literal(ceil, size, kerne
         if not ceil and windows[-1][1] < size:  # nothing, up to the rounding of AVE's float64 prefix sums
             outside = max(np.abs(got[..., windows[-1][1]:, :]).max(), np.abs(got[..., windows[-1][1]:]).max())
             assert outside <= 1e-9 * np.abs(got).max()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Depthwise convolution: every linear rule against the literal dense-matrix formulas of tests/test_rules.py
+
+DEPTHWISE_CASES = [
+    ConvCase(4, 4, (3, 3), pad=(1, 1), group=4, hw=(7, 8)),
+    ConvCase(6, 6, (3, 3), stride=(2, 2), pad=(1, 1), group=6, hw=(9, 9)),
+    ConvCase(3, 6, (3, 3), stride=(2, 2), pad=(1, 1), group=3, hw=(8, 7)),  # two outputs per channel
+    ConvCase(4, 4, (5, 5), pad=(2, 2), dilation=2, group=4, hw=(9, 10), bias=False),
+    ConvCase(4, 4, (3, 2), stride=(1, 2), pad=(1, 0), group=4, hw=(6, 7)),
+    ConvCase(2, 2, (3, 3), stride=(4, 4), pad=(1, 1), group=2, hw=(10, 9)),  # stride > kernel
+    ConvCase(4, 4, (1, 1), stride=(2, 2), group=4, hw=(7, 6)),
+]
+
+
+@pytest.mark.parametrize("kind", ["signed", "relu"])
+@pytest.mark.parametrize("rule_name", sorted(RULES))
+@pytest.mark.parametrize("case", DEPTHWISE_CASES, ids=[c.id for c in DEPTHWISE_CASES])
+def test_depthwise_rule_equals_literal_formula(case, rule_name, kind):
+    layer, dense = conv_layer(case)
+    assert layer.depthwise
+    seed = zlib.crc32(f"dw/{case.id}/{rule_name}/{kind}".encode())
+    check_rule(layer, dense, rule_name, kind, (case.cin, *case.hw), seed=seed)
+
+
+def test_depthwise_path_is_the_grouped_convolution():
+    """Forward and adjoint equal the one-GEMM-per-group path (float32), and the adjoint identity holds in float64
+    for strides, paddings, dilations, kernels larger and smaller than the stride, and two outputs per channel."""
+    rng = np.random.default_rng(17)
+    for case in DEPTHWISE_CASES:
+        layer, dense = conv_layer(case)
+        x = rng.normal(size=(3, case.cin, *case.hw)).astype(np.float32)
+        ours = layer.forward([x])[0][0]
+        grouped = correlate(x, layer.weight, layer.stride, layer.pad, layer.dilation, layer.group)
+        grouped += layer.bias.reshape(1, -1, 1, 1) if layer.bias is not None else 0
+        assert relative_error(ours, grouped) < 1e-6, case.id
+        assert relative_error(ours[0].ravel(), dense.A @ x[0].ravel().astype(np.float64) + dense.b) < 1e-6
+    bad = []
+    for kh, kw, sh, sw, ph, pw, d, h, w, multiplier in itertools.product(
+        (1, 2, 3), (1, 3), (1, 2, 3), (1, 2), (0, 1), (0, 2), (1, 2), (7, 8), (6,), (1, 2)
+    ):
+        if (kh - 1) * d + 1 > h + 2 * ph or (kw - 1) * d + 1 > w + 2 * pw:
+            continue
+        x = rng.normal(size=(2, 3, h, w))
+        weight = rng.normal(size=(3 * multiplier, 1, kh, kw))
+        y = depthwise_correlate(x, weight, (sh, sw), (ph, pw), (d, d))
+        s = rng.normal(size=y.shape)
+        back = depthwise_correlate_transposed(s, weight, x.shape, (sh, sw), (ph, pw), (d, d))
+        assert back.shape == x.shape and y.dtype == back.dtype == np.float64
+        if abs(float((y * s).sum()) - float((x * back).sum())) > 1e-9 * (np.abs(y * s).sum() + 1):
+            bad.append((kh, kw, sh, sw, ph, pw, d, h, w, multiplier))
+    assert not bad, bad[:5]
+
+
+def test_depthwise_results_do_not_depend_on_the_batch():
+    """An image's forward pass, adjoint and α-β relevance are the same bits alone and in a batch (planes are
+    reduced in blocks whose composition depends on the batch; each plane's arithmetic must not)."""
+    rng = np.random.default_rng(19)
+    for case in (DEPTHWISE_CASES[1], DEPTHWISE_CASES[2], ConvCase(24, 24, (3, 3), pad=(1, 1), group=24, hw=(56, 56))):
+        weights = (rng.normal(size=(case.cout, 1, *case.kernel)).astype(np.float32),
+                   rng.normal(size=case.cout).astype(np.float32))
+        layer = Convolution("conv", conv_param(case), weights)
+        x = np.maximum(rng.normal(size=(5, case.cin, *case.hw)), 0).astype(np.float32)
+        y = layer.forward([x])[0][0]
+        R = rng.normal(size=y.shape).astype(np.float32)
+        rules = (Epsilon(0.01), AlphaBeta(1.0))
+        batch = [layer.relevance(rule, Saved([x], [y], {}), [R])[0] for rule in rules]
+        for n in range(5):
+            one = layer.forward([x[n : n + 1]])[0][0]
+            assert np.array_equal(one[0], y[n]), case.id
+            for rule, together in zip(rules, batch, strict=True):
+                alone = layer.relevance(rule, Saved([x[n : n + 1]], [one], {}), [R[n : n + 1]])[0]
+                assert np.array_equal(alone[0], together[n]), (case.id, rule)
+
+
+def test_depthwise_types_are_convolutions_with_a_group_per_channel(tmp_path):
+    """ConvolutionDepthwise without group gets group = its input's channels; both fork types become
+    Convolution nodes (the net's linear rules and BatchNorm folding apply); built directly, a missing group is
+    the number of outputs."""
+    b = NetBuilder((1, 6, 8, 8), seed=3)
+    weights = [b.randn(6, 1, 3, 3), b.randn(6, scale=0.1)]
+    b.add("dw_fork", "ConvolutionDepthwise", "data", None, weights,
+          convolution_param={"num_output": 6, "kernel_size": [3], "pad": [1]})
+    b.add("dw_v3", "DepthwiseConvolution", "dw_fork", None, weights,
+          convolution_param={"num_output": 6, "kernel_size": [3], "pad": [1], "group": 6})
+    net = Net(load_model(*b.write(tmp_path)))
+    for name in ("dw_fork", "dw_v3"):
+        node = next(n for n in net.nodes if n.name == name)
+        assert node.type == "Convolution" and type(node.layer) is Convolution
+        assert node.layer.group == 6 and node.layer.depthwise
+    direct = build_layer("dw", "ConvolutionDepthwise", b.net_parameter().layer[1], tuple(weights))
+    assert direct.group == 6 and direct.depthwise and direct.type == "ConvolutionDepthwise"
+    x = b.randn(2, 6, 8, 8)
+    np.testing.assert_allclose(direct.forward([x])[0][0], net.forward(x).blobs["dw_fork"], rtol=1e-6, atol=1e-6)
+
+
+def test_depthwise_without_group_and_unknown_channels_is_an_error(tmp_path):
+    b = NetBuilder((1, 6, 8, 8), seed=3)
+    b.add("flat", "Reshape", "data", None, (), reshape_param={"shape": {"dim": [0, -1, 8, 8]}})
+    b.add("dw", "ConvolutionDepthwise", "flat", None, [b.randn(6, 1, 3, 3)],
+          convolution_param={"num_output": 6, "kernel_size": [3], "bias_term": False})
+    with pytest.raises(ModelError, match="'dw' \\(ConvolutionDepthwise\\) gives no group"):
+        load_model(*b.write(tmp_path))

@@ -67,6 +67,8 @@ def build_net_def(
     channels = {i.name: (i.shape[1] if len(i.shape) > 1 else None) for i in inputs}
     layers = []
     for layer in net.layer:
+        if layer.type in DEPTHWISE_TYPES:
+            layer = _as_convolution(layer, channels, prototxt)
         if layer.type == "Input":
             for top, shape in zip(layer.top, _input_layer_shapes(layer, prototxt), strict=True):
                 inputs.append(InputDef(top, shape))
@@ -75,6 +77,30 @@ def build_net_def(
         layers.append(LayerDef(layer.name, layer.type, tuple(layer.bottom), tuple(layer.top), layer, tuple(blobs)))
         _track_channels(layer, channels)
     return NetDef(net.name, tuple(inputs), tuple(layers), prototxt)
+
+
+#: The forks' depthwise convolution types: Convolutions with one group per input channel.
+DEPTHWISE_TYPES = ("ConvolutionDepthwise", "DepthwiseConvolution")
+
+
+def _as_convolution(layer, channels, prototxt) -> caffe_pb2.LayerParameter:
+    """A depthwise layer as the Convolution it is, ``group`` = its input's channels when not given.
+
+    The net chooses linear rules and folds BatchNorm/Scale by the type name "Convolution", so the layer takes it.
+    """
+    converted = caffe_pb2.LayerParameter()
+    converted.CopyFrom(layer)
+    converted.type = "Convolution"
+    p = converted.convolution_param
+    if not p.HasField("group"):
+        count = channels.get(layer.bottom[0]) if len(layer.bottom) else None
+        if count is None:
+            raise ModelError(
+                f"{prototxt}: layer '{layer.name}' ({layer.type}) gives no group and its input's channel count is "
+                "not known from the prototxt; give convolution_param.group"
+            )
+        p.group = count
+    return converted
 
 
 def _input_layer_shapes(layer: caffe_pb2.LayerParameter, prototxt: str) -> list[tuple[int, ...]]:

@@ -4,6 +4,7 @@ from . import (  # noqa: F401  (registration side effect)
     batch_norm,
     concat,
     convolution,
+    depthwise,
     dropout,
     eltwise,
     flatten,

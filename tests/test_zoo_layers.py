@@ -27,6 +27,10 @@ from lrp_cli.errors import ModelError
 from lrp_cli.layers import Saved, build_layer
 from lrp_cli.layers.convolution import Convolution
 from lrp_cli.layers.pooling import Pooling
+from lrp_cli.layers.power import Power
+from lrp_cli.layers.relu6 import ReLU6
+from lrp_cli.layers.shuffle_channel import ShuffleChannel
+from lrp_cli.layers.slice import Slice
 from lrp_cli.layers.windows import correlate, depthwise_correlate, depthwise_correlate_transposed
 from lrp_cli.net import Net
 from lrp_cli.rules import AlphaBeta, Epsilon
@@ -207,6 +211,73 @@ def test_pooling_relevance_with_either_rounding_equals_literal(ceil, size, kerne
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Slice and ShuffleChannel: exact rearrangements
+
+
+@pytest.mark.parametrize("fields, tops, bounds", [
+    ("axis: 1 slice_point: 2 slice_point: 5", 3, [(0, 2), (2, 5), (5, 7)]),
+    ("axis: 1", 1, [(0, 7)]),
+    ("slice_dim: 2 slice_point: 1", 2, [(0, 1), (1, 4)]),  # the legacy axis field
+    ("axis: -1 slice_point: 3", 2, [(0, 3), (3, 5)]),
+])
+def test_slice_forward_and_relevance_are_literal(fields, tops, bounds):
+    x = np.random.default_rng(1).normal(size=(2, 7, 4, 5)).astype(np.float32)
+    layer = Slice("slice", layer_param("Slice", tops=[f"t{k}" for k in range(tops)], slice_param=fields), ())
+    outputs, _ = layer.forward([x])
+    axis = 1 if "slice_dim" not in fields and "-1" not in fields else (2 if "slice_dim" in fields else 3)
+    assert len(outputs) == tops
+    for out, (lo, hi) in zip(outputs, bounds, strict=True):
+        expected = np.zeros(out.shape, np.float32)
+        for index in np.ndindex(out.shape):
+            source = list(index)
+            source[axis] += lo
+            expected[index] = x[tuple(source)]
+        assert out.shape[axis] == hi - lo
+        np.testing.assert_array_equal(out, expected)
+    relevance = [np.random.default_rng(k).normal(size=o.shape).astype(np.float32) for k, o in enumerate(outputs)]
+    for mode in ("lrp", "gradient"):
+        (back,) = layer.relevance(mode, Saved([x], outputs, {}), relevance)
+        for r, (lo, hi) in zip(relevance, bounds, strict=True):
+            np.testing.assert_array_equal(np.take(back, range(lo, hi), axis=axis), r)
+
+
+def test_slice_equal_parts_and_bad_points():
+    x = np.arange(2 * 6 * 2 * 2, dtype=np.float32).reshape(2, 6, 2, 2)
+    outputs, _ = Slice("s", layer_param("Slice", tops=["a", "b", "c"]), ()).forward([x])
+    assert [o.shape[1] for o in outputs] == [2, 2, 2]
+    with pytest.raises(ModelError, match="equal parts"):
+        Slice("s", layer_param("Slice", tops=["a", "b", "c", "d"]), ()).forward([x])
+    with pytest.raises(ModelError, match="do not increase"):
+        Slice("s", layer_param("Slice", tops=["a", "b"], slice_param="slice_point: 7"), ()).forward([x])
+    with pytest.raises(ModelError, match="one fewer"):
+        Slice("s", layer_param("Slice", tops=["a", "b"], slice_param="slice_point: 1 slice_point: 2"), ())
+
+
+@pytest.mark.parametrize("channels, group", [(12, 3), (12, 4), (6, 1), (6, 6)])
+def test_shuffle_channel_is_the_literal_permutation_and_relevance_its_inverse(channels, group):
+    rng = np.random.default_rng(channels + group)
+    x = rng.normal(size=(2, channels, 3, 2)).astype(np.float32)
+    layer = ShuffleChannel("shuffle", layer_param("ShuffleChannel", shuffle_channel_param=f"group: {group}"), ())
+    (y,), _ = layer.forward([x])
+    per_group = channels // group
+    expected = np.empty_like(x)
+    for g in range(group):
+        for k in range(per_group):
+            expected[:, k * group + g] = x[:, g * per_group + k]  # top k·G + g = bottom g·K + k
+    np.testing.assert_array_equal(y, expected)
+    R = rng.normal(size=y.shape).astype(np.float32)
+    for mode in ("lrp", "gradient"):
+        (back,) = layer.relevance(mode, Saved([x], [y], {}), [R])
+        literal = np.empty_like(R)
+        for g in range(group):
+            for k in range(per_group):
+                literal[:, g * per_group + k] = R[:, k * group + g]
+        np.testing.assert_array_equal(back, literal)
+    with pytest.raises(ModelError, match="do not split"):
+        ShuffleChannel("s", layer_param("ShuffleChannel", shuffle_channel_param="group: 5"), ()).forward([x])
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Depthwise convolution: every linear rule against the literal dense-matrix formulas of tests/test_rules.py
 
 DEPTHWISE_CASES = [
@@ -308,3 +379,40 @@ def test_depthwise_without_group_and_unknown_channels_is_an_error(tmp_path):
           convolution_param={"num_output": 6, "kernel_size": [3], "bias_term": False})
     with pytest.raises(ModelError, match="'dw' \\(ConvolutionDepthwise\\) gives no group"):
         load_model(*b.write(tmp_path))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Element-wise maps: ReLU6 and Power
+
+
+def test_relu6_forward_and_modes():
+    x = np.array([[-2.0, 0.0, 0.5, 5.9, 6.0, 7.5]], np.float32)
+    R = np.array([[1.0, -2.0, 3.0, -4.0, 5.0, 6.0]], np.float32)
+    layer = ReLU6("r", layer_param("ReLU6"), ())
+    (y,), _ = layer.forward([x])
+    np.testing.assert_array_equal(y, np.array([[0, 0, 0.5, 5.9, 6, 6]], np.float32))
+    saved = Saved([x], [y], {})
+    np.testing.assert_array_equal(layer.relevance("lrp", saved, [R])[0], R)
+    np.testing.assert_array_equal(layer.relevance("gradient", saved, [R])[0], [[0, 0, 3, -4, 0, 0]])
+    np.testing.assert_array_equal(layer.relevance("positive", saved, [R])[0], [[1, 0, 3, 0, 5, 6]])
+    np.testing.assert_array_equal(layer.relevance("guided", saved, [R])[0], [[0, 0, 3, 0, 0, 0]])
+
+
+@pytest.mark.parametrize("power, scale, shift", [(1, 1, 3), (1, 1 / 6, 0), (2, 0.5, 1), (0.5, 2, 4), (3, -1, 0.5),
+                                                 (0, 2, 1), (1, 1, 0)])
+def test_power_forward_and_derivative(power, scale, shift):
+    param = layer_param("Power", power_param=f"power: {power} scale: {scale} shift: {shift}")
+    layer = Power("p", param, ())
+    x = np.random.default_rng(2).uniform(0.1, 3, size=(2, 3, 4)).astype(np.float32)
+    (y,), _ = layer.forward([x])
+    s, t, p = np.float64(np.float32(scale)), np.float64(np.float32(shift)), float(power)
+    expected = np.ones_like(x, np.float64) if p == 0 else (t + s * x.astype(np.float64)) ** p
+    assert relative_error(y, expected) < 1e-6 and y.dtype == np.float32 and y is not x
+    R = np.random.default_rng(3).normal(size=x.shape).astype(np.float32)
+    saved = Saved([x], [y], {})
+    np.testing.assert_array_equal(layer.relevance("lrp", saved, [R])[0], R)
+    gradient = layer.relevance("gradient", saved, [R])[0]
+    if p == 0:
+        np.testing.assert_array_equal(gradient, 0)
+    else:
+        assert relative_error(gradient, R * p * s * (t + s * x.astype(np.float64)) ** (p - 1)) < 1e-6

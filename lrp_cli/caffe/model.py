@@ -117,13 +117,14 @@ def _input_layer_shapes(layer: caffe_pb2.LayerParameter, prototxt: str) -> list[
 
 # Layer types whose blob count and shapes are checked; any other type takes its blobs as they are.
 _PARAMETERLESS_TYPES = {
-    "AbsVal", "ArgMax", "BNLL", "Clip", "Concat", "Crop", "Dropout", "ELU", "Eltwise", "Exp", "Flatten",
-    "Input", "LRN", "Log", "MVN", "Pooling", "Power", "ReLU", "Reduction", "Reshape", "Sigmoid", "Silence",
-    "Slice", "Softmax", "Split", "SPP", "Swish", "TanH", "Threshold", "Tile",
+    "AbsVal", "ArgMax", "Axpy", "BNLL", "Clip", "Concat", "Crop", "Dropout", "ELU", "Eltwise", "Exp", "Flatten",
+    "Input", "LRN", "Log", "MVN", "Pooling", "Power", "ReLU", "ReLU6", "Reduction", "Reshape", "ShuffleChannel",
+    "Sigmoid", "Silence", "Slice", "Softmax", "Split", "SPP", "Swish", "TanH", "Threshold", "Tile",
 }  # fmt: skip
 _CHANNEL_KEEPING_TYPES = {
-    "AbsVal", "BatchNorm", "Bias", "BNLL", "Clip", "Dropout", "ELU", "Eltwise", "Exp", "Log", "LRN", "MVN",
-    "Pooling", "Power", "PReLU", "ReLU", "Scale", "Sigmoid", "Softmax", "Split", "Swish", "TanH", "Threshold",
+    "AbsVal", "Axpy", "BatchNorm", "Bias", "BNLL", "Clip", "Dropout", "ELU", "Eltwise", "Exp", "Log", "LRN", "MVN",
+    "Pooling", "Power", "PReLU", "ReLU", "ReLU6", "Scale", "ShuffleChannel", "Sigmoid", "Softmax", "Split", "Swish",
+    "TanH", "Threshold",
 }  # fmt: skip
 
 
@@ -247,8 +248,27 @@ def _track_channels(layer, channels: dict[str, int | None]) -> None:
         out = bottoms[0]
     elif kind == "Concat" and layer.concat_param.axis == 1 and bottoms and None not in bottoms:
         out = sum(bottoms)
+    elif kind == "Slice":
+        for top, count in zip(layer.top, _slice_channels(layer, bottoms[0] if bottoms else None), strict=True):
+            channels[top] = count
+        return
     else:
         out = None
     for top in layer.top:
         if kind != "Input":
             channels[top] = out
+
+
+def _slice_channels(layer, count: int | None) -> list[int | None]:
+    """The channel count of each top of a Slice (None where it does not follow from the prototxt)."""
+    p = layer.slice_param
+    axis = p.axis if p.HasField("axis") or not p.HasField("slice_dim") else p.slice_dim
+    tops = len(layer.top)
+    if axis != 1 or count is None:
+        return [None] * tops
+    if not len(p.slice_point):
+        return [count // tops if count % tops == 0 else None] * tops
+    bounds = [0, *p.slice_point, count]
+    if len(bounds) != tops + 1:
+        return [None] * tops
+    return [b - a for a, b in zip(bounds, bounds[1:], strict=False)]

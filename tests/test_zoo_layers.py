@@ -24,16 +24,20 @@ from test_rules import RULES, ConvCase, check_rule, conv_layer, conv_param
 
 from lrp_cli.caffe import caffe_pb2, load_model, read_prototxt
 from lrp_cli.errors import ModelError
+from lrp_cli.explain import Explainer
 from lrp_cli.layers import Saved, build_layer
+from lrp_cli.layers.axpy import Axpy
 from lrp_cli.layers.convolution import Convolution
+from lrp_cli.layers.eltwise import Eltwise
 from lrp_cli.layers.pooling import Pooling
 from lrp_cli.layers.power import Power
 from lrp_cli.layers.relu6 import ReLU6
+from lrp_cli.layers.scale import GatedScale, Scale
 from lrp_cli.layers.shuffle_channel import ShuffleChannel
 from lrp_cli.layers.slice import Slice
 from lrp_cli.layers.windows import correlate, depthwise_correlate, depthwise_correlate_transposed
 from lrp_cli.net import Net
-from lrp_cli.rules import AlphaBeta, Epsilon
+from lrp_cli.rules import AlphaBeta, Epsilon, Transposed
 
 
 def relative_error(got, expected) -> float:
@@ -416,3 +420,228 @@ def test_power_forward_and_derivative(power, scale, shift):
         np.testing.assert_array_equal(gradient, 0)
     else:
         assert relative_error(gradient, R * p * s * (t + s * x.astype(np.float64)) ** (p - 1)) < 1e-6
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Gates: the signal takes all relevance, the gate none (LRP rules); the product rule for gradients
+
+
+def test_axpy_forward_and_relevance_are_literal():
+    rng = np.random.default_rng(4)
+    a = rng.uniform(0, 1, size=(2, 3, 1, 1)).astype(np.float32)
+    x = rng.normal(size=(2, 3, 4, 5)).astype(np.float32)
+    z = rng.normal(size=(2, 3, 4, 5)).astype(np.float32)
+    layer = Axpy("axpy", layer_param("Axpy", bottoms=("a", "x", "z")), ())
+    (y,), _ = layer.forward([a, x, z])
+    literal = np.empty(x.shape)
+    for n, c in itertools.product(range(2), range(3)):
+        literal[n, c] = float(a[n, c, 0, 0]) * x[n, c].astype(np.float64) + z[n, c]  # SENet: top = z + a·x
+    assert relative_error(y, literal) < 1e-6
+    R = rng.normal(size=y.shape).astype(np.float32)
+    saved = Saved([a, x, z], [y], {})
+    ax = a.astype(np.float64) * x
+    # lrp: the split in proportion to the addends a·x and z (ε = 0: y = 0 is not divided)
+    ratio = np.where(y != 0, R / np.where(y != 0, y, 1), R)
+    got = layer.relevance("lrp", saved, [R])
+    np.testing.assert_array_equal(got[0], 0)
+    assert relative_error(got[1], ax * ratio) < 1e-5 and relative_error(got[2], z * ratio) < 1e-5
+    assert abs(float(got[1].sum() + got[2].sum()) - float(R.sum())) < 1e-4 * np.abs(R).sum()
+    # a rule object (what the net hands to Eltwise SUM): that rule over the two addends
+    d = y + np.where(y >= 0, 0.5, -0.5)
+    got = layer.relevance(Epsilon(0.5), saved, [R])
+    assert relative_error(got[1], ax * R / d) < 1e-5 and relative_error(got[2], z * R / d) < 1e-5
+    got = layer.relevance(AlphaBeta(1.0), saved, [R])
+    parts = np.stack([ax, z])
+    positive, negative = np.maximum(parts, 0), np.minimum(parts, 0)
+    zp, zn = positive.sum(axis=0), negative.sum(axis=0)
+    literal = (2 * positive * np.where(zp > 0, R / np.where(zp > 0, zp, 1), 0)
+               - negative * np.where(zn < 0, R / np.where(zn < 0, zn, 1), 0))
+    assert relative_error(got[1], literal[0]) < 1e-5 and relative_error(got[2], literal[1]) < 1e-5
+    got = layer.relevance(Transposed(), saved, [R])
+    np.testing.assert_array_equal(got[0], 0)
+    assert relative_error(got[1], a * R) < 1e-7 and np.array_equal(got[2], R)
+    # gradient: ∂y/∂a = Σ_hw x·R, ∂y/∂x = a·R, ∂y/∂z = R
+    got = layer.relevance("gradient", saved, [R])
+    assert relative_error(got[0], (x.astype(np.float64) * R).sum(axis=(2, 3), keepdims=True)) < 1e-6
+    assert relative_error(got[1], a * R) < 1e-7 and np.array_equal(got[2], R)
+    assert got[0].shape == a.shape
+    with pytest.raises(ModelError, match="do not fit"):
+        layer.forward([a[:, :2], x, z])
+
+
+@pytest.mark.parametrize("axis, factor_shape", [(0, (2, 3)), (1, (3,)), (1, (3, 4)), (-3, (3, 4, 5))])
+def test_scale_with_a_second_bottom(axis, factor_shape):
+    rng = np.random.default_rng(axis + len(factor_shape))
+    x = rng.normal(size=(2, 3, 4, 5)).astype(np.float32)
+    s = rng.uniform(0.1, 1, size=factor_shape).astype(np.float32)
+    layer = Scale("gate", layer_param("Scale", bottoms=("x", "s"), scale_param=f"axis: {axis}"), ())
+    assert isinstance(layer, GatedScale) and layer.type == "Scale"
+    (y,), _ = layer.forward([x, s])
+    start = axis % 4
+    literal = np.empty(x.shape)
+    for index in np.ndindex(x.shape):
+        literal[index] = x[index] * float(s[index[start : start + len(factor_shape)]])
+    assert relative_error(y, literal) < 1e-7
+    R = rng.normal(size=y.shape).astype(np.float32)
+    saved = Saved([x, s], [y], {})
+    for mode in ("lrp", Epsilon(0.01), AlphaBeta(1.0), "identity"):
+        got = layer.relevance(mode, saved, [R])
+        np.testing.assert_array_equal(got[0], R)
+        assert got[1].shape == s.shape and not got[1].any()
+    got = layer.relevance(Transposed(), saved, [R])
+    assert relative_error(got[0], literal / x * R) < 1e-6 and not got[1].any()
+    got = layer.relevance("gradient", saved, [R])
+    gate_gradient = np.zeros(factor_shape)
+    for index in np.ndindex(x.shape):
+        gate_gradient[index[start : start + len(factor_shape)]] += float(x[index]) * float(R[index])
+    assert relative_error(got[0], literal / x * R) < 1e-6 and relative_error(got[1], gate_gradient) < 1e-5
+    with pytest.raises(ModelError, match="does not match"):
+        layer.forward([x, s[..., :1] if s.ndim > 1 else s[:2]])
+
+
+def test_scale_with_a_second_bottom_and_bias_is_refused():
+    with pytest.raises(ModelError, match="second bottom and bias_term"):
+        Scale("gate", layer_param("Scale", bottoms=("x", "s"), scale_param="bias_term: true"), ())
+
+
+def test_eltwise_prod_gate_rules():
+    rng = np.random.default_rng(6)
+    bottoms = [rng.normal(size=(2, 3, 4)).astype(np.float32) for _ in range(3)]
+    layer = Eltwise("prod", layer_param("Eltwise", bottoms=("a", "b", "c"), eltwise_param="operation: PROD"), ())
+    (y,), extra = layer.forward(bottoms)
+    R = rng.normal(size=y.shape).astype(np.float32)
+    saved = Saved(bottoms, [y], extra)
+    for mode in (Epsilon(0.01), AlphaBeta(1.0), "lrp", "identity"):
+        assert layer.supports(mode)
+        got = layer.relevance(mode, saved, [R])
+        np.testing.assert_array_equal(got[0], R)
+        assert not got[1].any() and not got[2].any()
+    got = layer.relevance(Transposed(), saved, [R])
+    assert relative_error(got[0], R * bottoms[1].astype(np.float64) * bottoms[2]) < 1e-6 and not got[1].any()
+    got = layer.relevance("gradient", saved, [R])  # the product rule, for every bottom
+    assert relative_error(got[1], R * bottoms[0].astype(np.float64) * bottoms[2]) < 1e-6
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A net with every new layer, read from prototxt + caffemodel
+
+
+def zoo_like_net(tmp_path, zero_bias: bool) -> Net:
+    """conv → ReLU → depthwise (ConvolutionDepthwise, no group, stride 2) → hard-swish (Power, ReLU6, Power,
+    Eltwise PROD) → ShuffleChannel → Slice (2 | 4 channels) → [a; SE gate by a two-bottom Scale on conv_b;
+    Axpy(gate, conv_b, proj)] → Concat → ReLU → MAX pooling (floor) → InnerProduct → Softmax."""
+    b = NetBuilder((1, 4, 10, 10), seed=23)
+
+    def conv(name, bottom, cout, kernel=1, **extra):
+        top = b.conv(name, bottom, cout, kernel, bias=not zero_bias, **extra)
+        return top
+
+    conv("conv0", "data", 6, 3, pad=[1])
+    b.same("relu0", "ReLU", "conv0", top="conv0")
+    blobs = [b.randn(6, 1, 3, 3, scale=0.5)] + ([] if zero_bias else [b.randn(6, scale=0.1)])
+    b.add("dw1", "ConvolutionDepthwise", "conv0", None, blobs, convolution_param={
+        "num_output": 6, "kernel_size": [3], "stride": [2], "pad": [1], "bias_term": not zero_bias})
+    b.channels["dw1"] = 6
+    b.same("plus3", "Power", "dw1", power_param={"shift": 3.0})
+    b.same("clip", "ReLU6", "plus3")
+    b.same("sixth", "Power", "clip", power_param={"scale": 1 / 6})
+    b.same("hswish", "Eltwise", ["dw1", "sixth"], eltwise_param={"operation": "PROD"})
+    b.same("shuffle", "ShuffleChannel", "hswish", shuffle_channel_param={"group": 2})
+    b.add("slice", "Slice", "shuffle", ["part_a", "part_b"], (), slice_param={"axis": 1, "slice_point": [2]})
+    b.channels.update(part_a=2, part_b=4)
+    conv("conv_b", "part_b", 4)
+    conv("proj", "part_b", 4)
+    b.same("squeeze", "Pooling", "conv_b", pooling_param={"pool": "AVE", "global_pooling": True})
+    b.inner_product("fc_down", "squeeze", 2, 4)
+    b.same("fc_relu", "ReLU", "fc_down", top="fc_down")
+    b.inner_product("fc_up", "fc_down", 4, 2)
+    b.same("gate", "Sigmoid", "fc_up")
+    b.same("scaled", "Scale", ["conv_b", "gate"], scale_param={"axis": 0})
+    conv("up", "squeeze", 4)
+    b.same("gate2", "Sigmoid", "up")
+    b.same("axpy", "Axpy", ["gate2", "scaled", "proj"])
+    b.add("cat", "Concat", ["part_a", "scaled", "axpy"])
+    b.channels["cat"] = 10
+    b.same("relu_cat", "ReLU", "cat", top="cat")
+    b.same("pool", "Pooling", "cat", pooling_param={"pool": "MAX", "kernel_size": 2, "stride": 2, "ceil_mode": False})
+    b.add("fc", "InnerProduct", "pool", None,
+          [b.randn(5, 10 * 2 * 2, scale=0.3)] + ([] if zero_bias else [b.randn(5, scale=0.1)]),
+          inner_product_param={"num_output": 5, "bias_term": not zero_bias})
+    b.channels["fc"] = 5
+    b.same("prob", "Softmax", "fc")
+    folder = tmp_path / ("zero_bias" if zero_bias else "bias")
+    folder.mkdir()
+    return Net(load_model(*b.write(folder)))
+
+
+IMAGES = np.random.default_rng(8).normal(size=(3, 4, 10, 10)).astype(np.float32)
+
+
+def test_zoo_like_net_conserves_epsilon_relevance(tmp_path):
+    """ε → 0 and zero biases: every layer the whole relevance passes conserves it (the gates hand the gate branch
+    nothing, Axpy splits in proportion, Slice/Concat/ShuffleChannel only move it)."""
+    net = zoo_like_net(tmp_path, zero_bias=True)
+    explainer = Explainer(net, 0, 1e-9, 0.0, 0, -1, 0, 5)
+    sums = {}
+
+    def record(node, bottoms):
+        sums[node.name] = sum(float(r.astype(np.float64).sum()) for r in bottoms)
+
+    explanation = explainer.explain(IMAGES[:1], [-1], on_layer=record)
+    logits = net.forward(IMAGES[:1]).blobs["fc"][0]
+    seed = float(logits[explanation.classes[0][0]])
+    assert abs(seed) > 0.05
+    for name in ("fc", "pool", "cat", "slice", "shuffle", "hswish", "dw1", "relu0", "conv0"):
+        assert abs(sums[name] - seed) <= 2e-5 * abs(seed), (name, sums[name], seed)
+    assert sums["gate"] == 0 and sums["clip"] == 0  # the gate branches get nothing
+    assert abs(explanation.rawhm.sum() - seed) <= 2e-5 * abs(seed)
+
+
+def logits64(net: Net, x: np.ndarray) -> np.ndarray:
+    """The forward pass in float64 (the layers keep their input's precision) up to fc."""
+    blobs = {net.input_name: x}
+    for node in net.nodes:
+        if node.type == "Input":
+            blobs[node.tops[0]] = x
+            continue
+        tops, _ = node.layer.forward([blobs[b] for b in node.bottoms])
+        blobs.update(zip(node.tops, tops, strict=True))
+    return blobs["fc"]
+
+
+def test_zoo_like_net_gradient_formula_is_score_times_numerical_gradient(tmp_path):
+    net = zoo_like_net(tmp_path, zero_bias=False)
+    explanation = Explainer(net, 11, 1.0, 0.0, 0, -1, 0, 5).explain(IMAGES[:2], [3, -1])
+    h = 1e-5
+    for n in range(2):
+        x = IMAGES[n : n + 1].astype(np.float64)
+        logits = logits64(net, x)[0]
+        weights = np.zeros(5)
+        for c in explanation.classes[n]:
+            weights[c] = logits[c]
+        numeric = np.zeros_like(x)
+        for index in np.ndindex(x.shape):
+            plus, minus = x.copy(), x.copy()
+            plus[index] += h
+            minus[index] -= h
+            numeric[index] = (logits64(net, plus)[0] - logits64(net, minus)[0]) @ weights / (2 * h)
+        got = explanation.rawhm[n][::-1]
+        assert relative_error(got, numeric[0]) <= 1e-4
+
+
+@pytest.mark.parametrize("number", [0, 2, 11, 26, 100, 166])
+def test_zoo_like_net_batch_equals_one_by_one(tmp_path, number):
+    net = zoo_like_net(tmp_path, zero_bias=False)
+    explainer = Explainer(net, number, 0.5, 1.0, 0, -1, 0, 5)
+    targets = [-1, 2, -2]
+    batch = explainer.explain(IMAGES, targets)
+    assert np.isfinite(batch.rawhm).all()
+    for n, target in enumerate(targets):
+        one = explainer.explain(IMAGES[n : n + 1], [target])
+        scale = np.abs(one.rawhm[0]).max()
+        assert scale > 0
+        if number == 11:  # the gradient also flows through the gate's 1×1 convolution of a 1×1 map, where
+            # Convolution's GEMM over one image and over three rounds differently (last bits)
+            assert np.abs(batch.rawhm[n] - one.rawhm[0]).max() <= 1e-6 * scale, n
+        else:
+            assert np.array_equal(batch.rawhm[n], one.rawhm[0]), (number, n)  # the same bits

@@ -13,7 +13,10 @@ PROD, SUM, MAX = 0, 1, 2
 class Eltwise(LinearLayer):
     """SUM: y = Σ_k c_k·x_k. For relevance it is a linear layer over the stacked bottoms (weight = the
     coefficients), so every linear rule applies: the ε-rule gives R_k = c_k·x_k·R/(y ± ε), in proportion to
-    each input's contribution. MAX: winner takes all (first maximal bottom). PROD: gradient only.
+    each input's contribution. MAX: winner takes all (first maximal bottom).
+    PROD: y = x_0 ⊙ x_1 ⊙ …: the first bottom is the signal, every other one a gate held constant (see
+    :mod:`lrp_cli.layers.gates`; e.g. MobileNet v3's hard-swish x ⊙ relu6(x + 3)/6): the LRP rules give x_0 all
+    the relevance and the gates none, Transposed gives x_0 (Π gates) ⊙ R, ``gradient`` is the product rule.
     """
 
     type = "Eltwise"
@@ -61,6 +64,8 @@ class Eltwise(LinearLayer):
 
         if self.operation == SUM:
             return isinstance(mode, LinearRule) or mode == "gradient"
+        if self.operation == PROD:
+            return isinstance(mode, LinearRule) or mode in ("gradient", "lrp", "identity")
         return self.operation == MAX or mode == "gradient"
 
     def relevance(self, mode, saved, top_relevance):
@@ -77,6 +82,8 @@ class Eltwise(LinearLayer):
         if self.operation == MAX:
             winner = saved.extra["winner"]
             return [np.where(winner == k, r, np.float32(0)) for k in range(len(saved.bottoms))]
+        if self.operation == PROD and mode != "gradient" and self.supports(mode):
+            return self._gated_relevance(mode, saved.bottoms, r)
         if self.operation == PROD and mode == "gradient":
             out = []
             for k in range(len(saved.bottoms)):
@@ -84,3 +91,14 @@ class Eltwise(LinearLayer):
                 out.append(r * np.prod(np.stack(others), axis=0) if others else r.copy())
             return out
         return super(LinearLayer, self).relevance(mode, saved, top_relevance)
+
+    @staticmethod
+    def _gated_relevance(mode, bottoms, r):
+        """PROD under an LRP rule or Transposed: the first bottom is the signal, the others gates held constant."""
+        from .gates import is_transposed
+
+        signal = r.copy()
+        if is_transposed(mode):
+            for gate in bottoms[1:]:
+                signal *= gate
+        return [signal] + [np.zeros_like(b) for b in bottoms[1:]]

@@ -81,7 +81,7 @@ class Settings:
 
     formula: int = 100  # relpropformulatype
     epsilon: float = 1.0  # epsstab
-    beta: float = 1.0  # alphabeta_beta (α = 1 + β)
+    beta: float = 0.25  # alphabeta_beta (α = 1 + β)
     aux: int = 0  # auxiliaryvariable_maxlayerindexforflatdistinconv
     last_layer: int = -1  # lastlayerindex
     first_layer: int = 0  # firstlayerindex
@@ -89,8 +89,8 @@ class Settings:
     baseimgsize: int = 256  # baseimgsize
     lrn_relevance: str = "original"  # lrn_relevance
     mean_alignment: str = "original"  # mean_alignment
-    colormap: str = "original"  # heatmap_colormap
-    clip_percentile: float = DEFAULT_CLIP_PERCENTILE  # heatmap_clip_percentile (100: the largest |value|)
+    colormap: str = "cold-hot"  # heatmap_colormap
+    clip_percentile: float = 99.0  # heatmap_clip_percentile (100: the largest |value|, as the original)
     max_pixels: int | None = DEFAULT_MAX_PIXELS  # largest image decoded (width × height; None: Pillow's own limit)
 
     @staticmethod

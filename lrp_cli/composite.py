@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from .canonize import Absorbed
 from .errors import RelevanceError
 from .layers.eltwise import MAX as ELTWISE_MAX
+from .layers.eltwise import PROD as ELTWISE_PROD
 from .layers.linear import LinearLayer
 from .layers.pooling import MAX as POOL_MAX
+from .layers.scale import GatedScale
 from .net import Net, Node
 from .rules import (
     AlphaBeta,
@@ -198,8 +200,9 @@ def fc6_index(net: Net) -> int:
 
 def rule_of(node: Node, entry: Formula, settings: RelevanceSettings, fc6: int) -> Rule:
     """The rule of one node: the formula table for convolution and inner product; for every other layer its
-    type's choice. Structural layers (Split, Concat, Flatten, Reshape, Dropout) and the element-wise PReLU, Sigmoid
-    and TanH pass relevance unchanged under the LRP formulas; under the gradient formulas every layer takes its
+    type's choice. Structural layers (Split, Concat, Slice, ShuffleChannel, Flatten, Reshape, Dropout) and the
+    element-wise PReLU, Sigmoid, TanH and Power pass relevance unchanged under the LRP formulas; gates (Eltwise
+    PROD, a Scale with a second bottom) pass it to their signal; under the gradient formulas every layer takes its
     derivative."""
     if node.type in ("Convolution", "InnerProduct"):
         choice = entry.convolution if node.type == "Convolution" else entry.inner_product
@@ -208,7 +211,7 @@ def rule_of(node: Node, entry: Formula, settings: RelevanceSettings, fc6: int) -
         return Folded(into=node.layer.into)
     if entry.gradient:
         return Gradient()
-    if node.type == "ReLU":
+    if node.type in ("ReLU", "ReLU6"):
         return entry.relu
     if node.type == "LRN":
         return LrnRule() if settings.lrn_relevance == "original" else Pass()
@@ -218,7 +221,9 @@ def rule_of(node: Node, entry: Formula, settings: RelevanceSettings, fc6: int) -
         return Probabilities()
     if node.type == "Eltwise" and node.layer.operation == ELTWISE_MAX:
         return WinnerTakesAll()
-    if node.type == "Eltwise":  # SUM: the rule the formula gives convolutions at this index
+    if (node.type == "Eltwise" and node.layer.operation == ELTWISE_PROD) or isinstance(node.layer, GatedScale):
+        return Transposed() if entry.convolution.default is transposed else Pass()  # a gate (layers/gates.py)
+    if node.type in ("Eltwise", "Axpy"):  # residual sums: the rule the formula gives convolutions at this index
         return _sum_rule(entry.convolution.choose(node.index, settings, fc6)(settings))
     if isinstance(node.layer, LinearLayer):  # BatchNorm and Scale not folded into a linear layer
         return Transposed() if entry.convolution.default is transposed else Epsilon(settings.epsilon)

@@ -67,6 +67,8 @@ def build_net_def(
     channels = {i.name: (i.shape[1] if len(i.shape) > 1 else None) for i in inputs}
     layers = []
     for layer in net.layer:
+        if layer.type in DEPTHWISE_TYPES:
+            layer = _as_convolution(layer, channels, prototxt)
         if layer.type == "Input":
             for top, shape in zip(layer.top, _input_layer_shapes(layer, prototxt), strict=True):
                 inputs.append(InputDef(top, shape))
@@ -75,6 +77,30 @@ def build_net_def(
         layers.append(LayerDef(layer.name, layer.type, tuple(layer.bottom), tuple(layer.top), layer, tuple(blobs)))
         _track_channels(layer, channels)
     return NetDef(net.name, tuple(inputs), tuple(layers), prototxt)
+
+
+#: The forks' depthwise convolution types: Convolutions with one group per input channel.
+DEPTHWISE_TYPES = ("ConvolutionDepthwise", "DepthwiseConvolution")
+
+
+def _as_convolution(layer, channels, prototxt) -> caffe_pb2.LayerParameter:
+    """A depthwise layer as the Convolution it is, ``group`` = its input's channels when not given.
+
+    The net chooses linear rules and folds BatchNorm/Scale by the type name "Convolution", so the layer takes it.
+    """
+    converted = caffe_pb2.LayerParameter()
+    converted.CopyFrom(layer)
+    converted.type = "Convolution"
+    p = converted.convolution_param
+    if not p.HasField("group"):
+        count = channels.get(layer.bottom[0]) if len(layer.bottom) else None
+        if count is None:
+            raise ModelError(
+                f"{prototxt}: layer '{layer.name}' ({layer.type}) gives no group and its input's channel count is "
+                "not known from the prototxt; give convolution_param.group"
+            )
+        p.group = count
+    return converted
 
 
 def _input_layer_shapes(layer: caffe_pb2.LayerParameter, prototxt: str) -> list[tuple[int, ...]]:
@@ -91,13 +117,14 @@ def _input_layer_shapes(layer: caffe_pb2.LayerParameter, prototxt: str) -> list[
 
 # Layer types whose blob count and shapes are checked; any other type takes its blobs as they are.
 _PARAMETERLESS_TYPES = {
-    "AbsVal", "ArgMax", "BNLL", "Clip", "Concat", "Crop", "Dropout", "ELU", "Eltwise", "Exp", "Flatten",
-    "Input", "LRN", "Log", "MVN", "Pooling", "Power", "ReLU", "Reduction", "Reshape", "Sigmoid", "Silence",
-    "Slice", "Softmax", "Split", "SPP", "Swish", "TanH", "Threshold", "Tile",
+    "AbsVal", "ArgMax", "Axpy", "BNLL", "Clip", "Concat", "Crop", "Dropout", "ELU", "Eltwise", "Exp", "Flatten",
+    "Input", "LRN", "Log", "MVN", "Pooling", "Power", "ReLU", "ReLU6", "Reduction", "Reshape", "ShuffleChannel",
+    "Sigmoid", "Silence", "Slice", "Softmax", "Split", "SPP", "Swish", "TanH", "Threshold", "Tile",
 }  # fmt: skip
 _CHANNEL_KEEPING_TYPES = {
-    "AbsVal", "BatchNorm", "Bias", "BNLL", "Clip", "Dropout", "ELU", "Eltwise", "Exp", "Log", "LRN", "MVN",
-    "Pooling", "Power", "PReLU", "ReLU", "Scale", "Sigmoid", "Softmax", "Split", "Swish", "TanH", "Threshold",
+    "AbsVal", "Axpy", "BatchNorm", "Bias", "BNLL", "Clip", "Dropout", "ELU", "Eltwise", "Exp", "Log", "LRN", "MVN",
+    "Pooling", "Power", "PReLU", "ReLU", "ReLU6", "Scale", "ShuffleChannel", "Sigmoid", "Softmax", "Split", "Swish",
+    "TanH", "Threshold",
 }  # fmt: skip
 
 
@@ -221,8 +248,27 @@ def _track_channels(layer, channels: dict[str, int | None]) -> None:
         out = bottoms[0]
     elif kind == "Concat" and layer.concat_param.axis == 1 and bottoms and None not in bottoms:
         out = sum(bottoms)
+    elif kind == "Slice":
+        for top, count in zip(layer.top, _slice_channels(layer, bottoms[0] if bottoms else None), strict=True):
+            channels[top] = count
+        return
     else:
         out = None
     for top in layer.top:
         if kind != "Input":
             channels[top] = out
+
+
+def _slice_channels(layer, count: int | None) -> list[int | None]:
+    """The channel count of each top of a Slice (None where it does not follow from the prototxt)."""
+    p = layer.slice_param
+    axis = p.axis if p.HasField("axis") or not p.HasField("slice_dim") else p.slice_dim
+    tops = len(layer.top)
+    if axis != 1 or count is None:
+        return [None] * tops
+    if not len(p.slice_point):
+        return [count // tops if count % tops == 0 else None] * tops
+    bounds = [0, *p.slice_point, count]
+    if len(bounds) != tops + 1:
+        return [None] * tops
+    return [b - a for a, b in zip(bounds, bounds[1:], strict=False)]

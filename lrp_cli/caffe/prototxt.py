@@ -98,15 +98,89 @@ def parse_prototxt(text: str, path: str = "<prototxt>", phase: int = caffe_pb2.T
     try:
         text_format.Parse(text, net)
     except text_format.ParseError as e:
-        message = _POSITION_PREFIX.sub("", str(e))
-        where = f"line {e.GetLine()}, column {e.GetColumn()}: " if e.GetLine() else ""
-        raise ModelError(f"{path}: {where}{message}") from None
+        raise ModelError(f"{path}: {_describe_parse_error(text, e)}") from None
     if len(net.layers) and len(net.layer):
         raise ModelError(f"{path}: mixes V1 'layers' and V2 'layer' entries; use one format")
     if len(net.layers):
         upgrade_v1_layers(net, path)
     upgrade_input_dim(net, path)
     return filter_layers(net, phase, path)
+
+
+_UNKNOWN_FIELD = re.compile(r'^Message type "(?:caffe\.)?([\w.]+)" has no field named "(\w+)"\.?$')
+
+
+def _describe_parse_error(text: str, error: text_format.ParseError) -> str:
+    """One line: where (line, column, and the layer when the error is inside one) and what.
+
+    An unknown field inside a layer is almost always a field of a Caffe fork; the message names the layer and
+    the field, so that the user knows which layer of which net lrp_cli cannot read.
+    """
+    message = _POSITION_PREFIX.sub("", str(error))
+    line = error.GetLine()
+    if not line:
+        return message
+    where = f"line {line}, column {error.GetColumn()}: "
+    layer = _enclosing_layer(text, line)
+    if layer is None:
+        return where + message
+    name, kind = layer
+    label = f"layer '{name}'" + (f" ({kind})" if kind else "")
+    unknown = _UNKNOWN_FIELD.match(message)
+    if unknown:
+        message_type, field = unknown.groups()
+        return (
+            f"{where}{label} has the field '{field}' (in {message_type}), which is neither Caffe's nor one of "
+            "the fork fields lrp_cli knows"
+        )
+    return f"{where}{label}: {message}"
+
+
+_TOKEN = re.compile(r"""#[^\n]*|"(?:\\.|[^"\\\n])*"|'(?:\\.|[^'\\\n])*'|[{}<>:]|[\w.+-]+|\n""")
+
+
+def _enclosing_layer(text: str, line: int) -> tuple[str, str] | None:
+    """(name, type) of the top-level ``layer``/``layers`` block that spans ``line`` (1-based), or None.
+
+    A small scan of the text format (comments, quoted strings, braces): enough to find blocks and their own
+    ``name`` and ``type`` fields also in a file that protobuf rejects. A block left open runs to the end.
+    """
+    current = 1
+    depth = 0
+    previous = None  # the identifier before the current token, at depth 0
+    block = None  # [first line, name, type] of the layer block being read
+    field = None  # 'name' or 'type' when the next value token belongs to that field of the block
+    for match in _TOKEN.finditer(text):
+        token = match.group()
+        if token == "\n":
+            current += 1
+            continue
+        if token.startswith("#") or token == ":":
+            continue
+        if token in "{<":
+            if depth == 0:
+                block = [current, "", ""] if previous in ("layer", "layers") else None
+            depth += 1
+            field = None
+        elif token in "}>":
+            depth = max(depth - 1, 0)
+            if depth == 0 and block is not None:
+                if block[0] <= line <= current:
+                    return block[1], block[2]
+                block = None
+        elif depth == 1 and block is not None and field is not None:
+            value = token[1:-1] if token[0] in "\"'" else token
+            index = 1 if field == "name" else 2
+            if not block[index]:
+                block[index] = value if index == 1 or token[0] in "\"'" else V1_TYPE_NAMES.get(value, value)
+            field = None
+        elif depth == 1 and block is not None:
+            field = token if token in ("name", "type") else None
+        if depth == 0:
+            previous = token
+    if block is not None and block[0] <= line:
+        return block[1], block[2]
+    return None
 
 
 def upgrade_v1_layers(net: caffe_pb2.NetParameter, path: str = "<prototxt>") -> None:

@@ -1,6 +1,7 @@
 """One module per Caffe layer type; importing this package registers them all with :func:`build_layer`."""
 
 from . import (  # noqa: F401  (registration side effect)
+    axpy,
     batch_norm,
     concat,
     convolution,
@@ -11,11 +12,15 @@ from . import (  # noqa: F401  (registration side effect)
     input,
     lrn,
     pooling,
+    power,
     prelu,
     relu,
+    relu6,
     reshape,
     scale,
+    shuffle_channel,
     sigmoid,
+    slice,
     softmax,
     split,
     tanh,

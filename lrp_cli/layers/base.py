@@ -62,13 +62,15 @@ class Layer:
         self.param = param
         self.blobs = tuple(np.asarray(b, dtype=np.float32) for b in blobs)
 
-    def __init_subclass__(cls, **kwargs):
+    def __init_subclass__(cls, register: bool = True, **kwargs):
+        """Collect the class's handlers; register it for its ``type`` unless ``register=False`` (a variant that
+        the registered class builds itself, e.g. a Scale with a second bottom)."""
         super().__init_subclass__(**kwargs)
         cls.handlers = dict(cls.handlers)  # the base's, then this class's own
         for method in vars(cls).values():
             for rule_type in getattr(method, "rule_types", ()):
                 cls.handlers[rule_type] = method
-        if cls.type:
+        if cls.type and register:
             Layer.registry[cls.type] = cls
 
     # -- passes -----------------------------------------------------------------------------------------------

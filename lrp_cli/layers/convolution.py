@@ -17,6 +17,8 @@ from .windows import (
     correlate,
     correlate_transposed,
     correlate_transposed_gemm,
+    depthwise_correlate,
+    depthwise_correlate_transposed,
     dilate_kernel,
     im2col,
 )
@@ -56,6 +58,9 @@ class Convolution(LinearLayer):
         cin_group = w.size // (self.num_output * self.kernel[0] * self.kernel[1]) if w.size else 0
         self.weight = check_shape(self, "weight", w, (self.num_output, cin_group, *self.kernel))
         self.bias = check_shape(self, "bias", self.blobs[1], (self.num_output,)) if p.bias_term else None
+        #: one group per input channel (MobileNet, ShuffleNet): the depthwise kernels of windows.py instead of
+        #: one GEMM per group (forward, adjoint and the fused α-β forms)
+        self.depthwise = self.group > 1 and cin_group == 1
 
     def check_input(self, shape: tuple[int, ...]) -> None:
         if len(shape) != 4 or shape[1] != self.weight.shape[1] * self.group:
@@ -66,9 +71,13 @@ class Convolution(LinearLayer):
 
     def linear(self, x: np.ndarray, weight: np.ndarray) -> np.ndarray:
         self.check_input(x.shape)
+        if self.depthwise:
+            return depthwise_correlate(x, weight, self.stride, self.pad, self.dilation)
         return correlate(x, weight, self.stride, self.pad, self.dilation, self.group)
 
     def linear_transposed(self, signal: np.ndarray, weight: np.ndarray, input_shape: tuple[int, ...]) -> np.ndarray:
+        if self.depthwise:
+            return depthwise_correlate_transposed(signal, weight, input_shape, self.stride, self.pad, self.dilation)
         return correlate_transposed(signal, weight, input_shape[2:], self.stride, self.pad, self.dilation, self.group)
 
     @property
@@ -106,6 +115,8 @@ class Convolution(LinearLayer):
         """z = W·x + b through im2col + one GEMM per group; the columns are kept for the relevance pass (the α-β
         rule multiplies the same columns by w⁺ and w⁻). For a 1×1 kernel over one image they are a view of x."""
         x = bottoms[0]
+        if self.depthwise:  # no columns: the depthwise α-β form reads x directly
+            return super().forward(bottoms)
         self.check_input(x.shape)
         n = x.shape[0]
         m, cg, kh, kw = self.weight.shape
@@ -137,6 +148,8 @@ class Convolution(LinearLayer):
         return self._alpha_beta(x, relevance, alpha, beta, mixed, columns)
 
     def _alpha_beta(self, x, relevance, alpha, beta, mixed, columns):
+        if self.depthwise:
+            return self._alpha_beta_depthwise(x, relevance, alpha, beta, mixed)
         n, c, h, w = x.shape
         g = self.group
         m, cg = self.weight.shape[:2]
@@ -195,3 +208,37 @@ class Convolution(LinearLayer):
         out = result[:, :, 0].reshape(n, c, h, w) * np.maximum(x, 0)
         out += result[:, :, 1].reshape(n, c, h, w) * np.minimum(x, 0)
         return out
+
+    def _alpha_beta_depthwise(self, x, relevance, alpha, beta, mixed):
+        """The α-β rule of a depthwise convolution, with the parts (w⁺, w⁻) stacked as two kernels per channel so
+        that x is read once per input part: [z⁺, z⁻] = dw(x, [w⁺, w⁻]) + [b⁺, b⁻] (mixed: dw(x⁺, [w⁺, w⁻]) +
+        dw(x⁻, [w⁻, w⁺])), s⁺ = α·R/z⁺, s⁻ = −β·R/z⁻ in place, R_in = x ⊙ dwᵀ([s⁺, s⁻], [w⁺, w⁻]) (mixed:
+        x⁺ ⊙ dwᵀ(s, [w⁺, w⁻]) + x⁻ ⊙ dwᵀ(s, [w⁻, w⁺])). dw, dwᵀ: :func:`depthwise_correlate` and its adjoint."""
+        self.check_input(x.shape)
+        parts = 2 if beta != 0 else 1
+        w_pos, w_neg = self.weight_parts()
+
+        def stacked(first, second):  # output channel o·parts + i: part i of output channel o
+            return np.stack((first, second)[:parts], axis=1).reshape(-1, 1, *self.kernel)
+
+        direct, crossed = stacked(w_pos, w_neg), stacked(w_neg, w_pos)
+        geometry = (self.stride, self.pad, self.dilation)
+        if mixed:
+            x_pos, x_neg = np.maximum(x, 0), np.minimum(x, 0)
+            totals = depthwise_correlate(x_pos, direct, *geometry)
+            totals += depthwise_correlate(x_neg, crossed, *geometry)
+        else:
+            totals = depthwise_correlate(x, direct, *geometry)
+        n, _, ho, wo = totals.shape
+        split = totals.reshape(n, -1, parts, ho, wo)
+        for i, (part, scale) in enumerate(((np.maximum, alpha), (np.minimum, -beta))[:parts]):
+            if self.bias is not None:
+                split[:, :, i] += part(self.bias, 0).reshape(1, -1, 1, 1)
+            _ratio_or_zero(relevance, split[:, :, i], scale)
+        if not mixed:
+            result = depthwise_correlate_transposed(totals, direct, x.shape, *geometry)
+            return result * x
+        result = depthwise_correlate_transposed(totals, direct, x.shape, *geometry) * x_pos
+        result += depthwise_correlate_transposed(totals, crossed, x.shape, *geometry) * x_neg
+        return result
+

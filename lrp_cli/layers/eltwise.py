@@ -5,36 +5,21 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ModelError
-from ..rules import Gradient, LinearRule, Rule, WinnerTakesAll
-from .base import handles
+from ..rules import Gradient, LinearRule, Pass, Rule, Transposed, WinnerTakesAll
+from .base import Layer, handles
 from .linear import LinearLayer
 
 PROD, SUM, MAX = 0, 1, 2
 
 
-class Eltwise(LinearLayer):
-    """SUM: y = Σ_k c_k·x_k. For relevance it is a linear layer over the stacked bottoms (weight = the
-    coefficients), so every linear rule applies: the ε-rule gives R_k = c_k·x_k·R/(y ± ε), in proportion to
-    each input's contribution. MAX: winner takes all (first maximal bottom). PROD: gradient only.
-    """
+class StackedSum(LinearLayer):
+    """y = Σ_k c_k·x_k over addends stacked on axis 1 (N×K×… → N×…), as a linear layer with the coefficients c as
+    its weight: what a linear rule splits for Eltwise SUM and Axpy."""
 
-    type = "Eltwise"
+    def __init__(self, coefficients: np.ndarray):  # no prototxt layer behind it
+        self.name, self.param, self.blobs = "sum", None, ()
+        self.weight, self.bias = np.asarray(coefficients, np.float32), None
 
-    def __init__(self, name, param, blobs):
-        super().__init__(name, param, blobs)
-        p = param.eltwise_param
-        self.operation = int(p.operation)
-        self.coefficients = [float(c) for c in p.coeff]
-        self.bias = None
-        self.weight = np.ones(0, np.float32)
-
-    def _weights(self, count):
-        coeff = self.coefficients or [1.0] * count
-        if len(coeff) != count:
-            raise ModelError(f"{self.describe()}: {len(coeff)} coefficients for {count} bottoms")
-        return np.asarray(coeff, np.float32)
-
-    # linear-layer interface over the stacked bottoms (N×K×…)
     def linear(self, x, weight):
         return np.tensordot(x, weight, axes=([1], [0])) if x.ndim > 2 else x @ weight
 
@@ -44,6 +29,35 @@ class Eltwise(LinearLayer):
     @property
     def flat_divisor(self):
         return len(self.weight)
+
+    def split(self, rule: LinearRule, addends: list[np.ndarray], y: np.ndarray, relevance: np.ndarray):
+        """The relevance of each addend under ``rule`` (a list in the addends' order)."""
+        result = rule.relevance(self, np.stack(addends, axis=1), y, relevance)
+        return [result[:, k] for k in range(len(addends))]
+
+
+class Eltwise(Layer):
+    """SUM: y = Σ_k c_k·x_k. For relevance it is a linear map of the stacked bottoms (:class:`StackedSum`), so
+    every linear rule applies: the ε-rule gives R_k = c_k·x_k·R/(y ± ε), in proportion to each input's
+    contribution. MAX: winner takes all (first maximal bottom).
+    PROD: y = x_0 ⊙ x_1 ⊙ …: the first bottom is the signal, every other one a gate held constant (see
+    :mod:`lrp_cli.layers.gates`; e.g. MobileNet v3's hard-swish x ⊙ relu6(x + 3)/6): Pass (the LRP formulas) gives
+    x_0 all the relevance and the gates none, Transposed gives x_0 (Π gates) ⊙ R, Gradient is the product rule.
+    """
+
+    type = "Eltwise"
+
+    def __init__(self, name, param, blobs):
+        super().__init__(name, param, blobs)
+        p = param.eltwise_param
+        self.operation = int(p.operation)
+        self.coefficients = [float(c) for c in p.coeff]
+
+    def _weights(self, count):
+        coeff = self.coefficients or [1.0] * count
+        if len(coeff) != count:
+            raise ModelError(f"{self.describe()}: {len(coeff)} coefficients for {count} bottoms")
+        return np.asarray(coeff, np.float32)
 
     def forward(self, bottoms):
         if self.operation == SUM:
@@ -59,18 +73,33 @@ class Eltwise(LinearLayer):
         return [np.take_along_axis(stacked, winner[:, None], axis=1)[:, 0]], {"winner": winner}
 
     def supports(self, rule: Rule) -> bool:
-        """SUM takes every linear rule, MAX WinnerTakesAll, all three the Gradient."""
+        """SUM takes every linear rule, MAX WinnerTakesAll, PROD Pass and Transposed (a gate); all the Gradient."""
         if isinstance(rule, Gradient):
             return True
-        return isinstance(rule, {SUM: LinearRule, MAX: WinnerTakesAll}.get(self.operation, ()))
+        allowed = {SUM: LinearRule, MAX: WinnerTakesAll, PROD: (Pass, Transposed)}
+        return isinstance(rule, allowed[self.operation])
 
     @handles(LinearRule)
     def _linear_rule(self, rule, saved, top_relevance):
         """SUM: the rule applied to the bottoms stacked along a new axis 1, with the coefficients as weights."""
-        op = self.with_parameters(self._weights(len(saved.bottoms)), None)
-        stacked = np.stack(saved.bottoms, axis=1)
-        result = rule.relevance(op, stacked, saved.tops[0], top_relevance[0])
-        return [result[:, k] for k in range(len(saved.bottoms))]
+        return StackedSum(self._weights(len(saved.bottoms))).split(rule, saved.bottoms, saved.tops[0],
+                                                                    top_relevance[0])
+
+    @handles(Pass)
+    def _gate_pass(self, rule, saved, top_relevance):
+        """PROD under the LRP formulas: the first bottom is the signal, the others gates held constant
+        (:mod:`lrp_cli.layers.gates`): the signal takes all the relevance."""
+        return [top_relevance[0].copy()] + [np.zeros_like(b) for b in saved.bottoms[1:]]
+
+    @handles(Transposed)
+    def _transposed(self, rule, saved, top_relevance):
+        """SUM: the linear rule (c_k·R to bottom k); PROD: the signal gets the gated R, g ⊙ R, the gates none."""
+        if self.operation == SUM:
+            return self._linear_rule(rule, saved, top_relevance)
+        signal = top_relevance[0].copy()
+        for gate in saved.bottoms[1:]:
+            signal *= gate
+        return [signal] + [np.zeros_like(b) for b in saved.bottoms[1:]]
 
     @handles(WinnerTakesAll)
     def _winner_takes_all(self, rule, saved, top_relevance):

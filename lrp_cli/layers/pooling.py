@@ -1,4 +1,4 @@
-"""Pooling: MAX and AVE with Caffe's ceil-mode windows, padding and global pooling."""
+"""Pooling: MAX and AVE with Caffe's windows (output size rounded up or down), padding and global pooling."""
 
 from __future__ import annotations
 
@@ -37,14 +37,26 @@ class Pooling(Layer):
         self.pad = pair(p.pad, p.pad_h, p.pad_w, 0)
         if not self.global_pooling and min(self.kernel) <= 0:
             raise ModelError(f"{self.describe()}: kernel size must be positive")
+        self.ceil = self._rounds_up(p)
+
+    def _rounds_up(self, p) -> bool:
+        """Whether the output size is rounded up: BVLC's ``round_mode`` (CEIL, the default, or FLOOR) or the forks'
+        ``ceil_mode`` (true, the default, or false); a file giving both must give the same."""
+        ceil_round = p.round_mode == p.CEIL
+        if p.HasField("ceil_mode") and p.HasField("round_mode") and p.ceil_mode != ceil_round:
+            raise ModelError(
+                f"{self.describe()}: gives round_mode {p.RoundMode.Name(p.round_mode)} and ceil_mode "
+                f"{str(p.ceil_mode).lower()}, which contradict each other"
+            )
+        return bool(p.ceil_mode) if p.HasField("ceil_mode") else ceil_round
 
     def windows(self, shape) -> tuple[Windows1D, Windows1D]:
         h, w = shape[2], shape[3]
         if self.global_pooling:
             return Windows1D.caffe(h, h, 1, 0), Windows1D.caffe(w, w, 1, 0)
         return (
-            Windows1D.caffe(h, self.kernel[0], self.stride[0], self.pad[0]),
-            Windows1D.caffe(w, self.kernel[1], self.stride[1], self.pad[1]),
+            Windows1D.caffe(h, self.kernel[0], self.stride[0], self.pad[0], self.ceil),
+            Windows1D.caffe(w, self.kernel[1], self.stride[1], self.pad[1], self.ceil),
         )
 
     def _sums(self, x, rows, cols):

@@ -287,8 +287,10 @@ class Windows1D:
     last: np.ndarray
 
     @staticmethod
-    def caffe(length: int, kernel: int, stride: int, pad: int) -> Windows1D:
-        out = -(-(length + 2 * pad - kernel) // stride) + 1  # ceil mode
+    def caffe(length: int, kernel: int, stride: int, pad: int, ceil: bool = True) -> Windows1D:
+        """Caffe's windows: (length + 2·pad − kernel)/stride rounded up (``ceil``, Caffe's default) or down, + 1."""
+        span = length + 2 * pad - kernel
+        out = (-(-span // stride) if ceil else span // stride) + 1
         if pad > 0 and (out - 1) * stride >= length + pad:
             out -= 1  # the last window may not start inside the padding
         j = np.arange(out)
@@ -343,3 +345,126 @@ def adjoint_signal_gemm(signal: np.ndarray, kernel_hw: tuple[int, int], stride: 
     out[..., wo:] = 0
     out[..., :wo] = signal.transpose(0, 1, 3, 2, 4)
     return out.reshape(g, r, ho * n * ws)
+
+
+# -- depthwise convolution: one group per input channel, without a GEMM per channel ------------------------------
+
+#: bytes of the window buffer of :func:`depthwise_planes` (a block of planes at a time)
+DEPTHWISE_BLOCK_BYTES = 1 << 21
+
+
+def depthwise_planes(
+    planes: np.ndarray,
+    kernels: np.ndarray,
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+    out: np.ndarray,
+) -> None:
+    """Every plane correlated with its own kernels, written into ``out``:
+
+    out[p, m, h, w] = Σ_{i,j} k[p mod K, m, i, j]·planes[p, h·sh + i·dh, w·sw + j·dw]
+
+    planes: P×Hp×Wp (already padded; any strides), kernels: K×M×kh×kw (with planes ordered (image, channel) and
+    K = the channels, plane p gets its channel's M kernels), out: P×M×Ho×Wo (any strides).
+
+    The window values of a block of planes are copied tap-major into one reused buffer of about
+    DEPTHWISE_BLOCK_BYTES, which stays in cache while einsum reduces it over the taps (blocks of planes are memory
+    traffic, not a loop over pixels, taps or channels); M (1, or 2 for stacked α-β parts) reductions per block.
+    """
+    count = planes.shape[0]
+    rows, m_count, kh, kw = kernels.shape
+    ho, wo = out.shape[2:]
+    taps = kh * kw
+    flat = kernels.reshape(rows, m_count, taps)
+    owner = np.arange(count) % rows  # the kernel row of each plane
+    block = max(1, min(count, DEPTHWISE_BLOCK_BYTES // (taps * ho * wo * planes.itemsize)))
+    buffer = np.empty((kh, kw, block, ho, wo), planes.dtype)
+    for lo in range(0, count, block):
+        hi = min(count, lo + block)
+        view = window_view(planes[None, lo:hi], (kh, kw), stride, dilation, (ho, wo))[0]
+        part = buffer[:, :, : hi - lo]
+        part[...] = view.transpose(1, 2, 0, 3, 4)
+        part = part.reshape(taps, hi - lo, ho, wo)
+        weights = flat[owner[lo:hi]]  # (planes of the block)×M×taps
+        for m in range(m_count):
+            np.einsum("tphw,pt->phw", part, weights[:, m], out=out[lo:hi, m])
+
+
+def depthwise_correlate(
+    x: np.ndarray,
+    weight: np.ndarray,
+    stride: tuple[int, int] = (1, 1),
+    pad: tuple[int, int] = (0, 0),
+    dilation: tuple[int, int] = (1, 1),
+) -> np.ndarray:
+    """Convolution with one group per input channel, M outputs per channel (weight (C·M)×1×kh×kw; M = 1 for
+    MobileNet's and ShuffleNet's layers): out[n, c·M + m] = Σ_{i,j} w[c·M + m, 0, i, j]·xpad[n, c, h·sh + i·dh,
+    w·sw + j·dw]. N×C×H×W → N×(C·M)×Ho×Wo, batch-first throughout.
+
+    :func:`correlate` with group = C gives the same numbers (up to the order of float sums) with one small GEMM
+    per channel; here all the channels of all the images are reduced together (:func:`depthwise_planes`).
+    """
+    n, c, h, w = x.shape
+    kh, kw = weight.shape[2:]
+    multiplier = weight.shape[0] // c
+    ho, wo = _output_hw(h, w, kh, kw, stride, pad, dilation)
+    padded = pad_spatial(x, pad[0], pad[0], pad[1], pad[1])
+    out = np.empty((n * c, multiplier, ho, wo), x.dtype)
+    kernels = weight.reshape(c, multiplier, kh, kw)
+    depthwise_planes(padded.reshape(n * c, *padded.shape[2:]), kernels, stride, dilation, out)
+    return out.reshape(n, c * multiplier, ho, wo)
+
+
+def depthwise_correlate_transposed(
+    signal: np.ndarray,
+    weight: np.ndarray,
+    input_shape: tuple[int, ...],
+    stride: tuple[int, int] = (1, 1),
+    pad: tuple[int, int] = (0, 0),
+    dilation: tuple[int, int] = (1, 1),
+) -> np.ndarray:
+    """The adjoint of :func:`depthwise_correlate`: out[n, c, y, x] = Σ_{m,i,j} w[c·M + m, 0, i, j]·s[n, c·M + m,
+    h, w] over the taps that read (y, x), i.e. y + ph = h·sh + i·dh. signal N×(C·M)×Ho×Wo → N×C×H×W
+    (``input_shape``); whatever lands on padding is discarded.
+
+    Per stride phase (a, b) — sh·sw of them — the taps i = a + sh·u, j = b + sw·v reach the padded rows
+    y' = a + sh·r and columns b + sw·q from the signal at (r − u, q − v): a stride-1 correlation of the signal,
+    zero-padded by (taps − 1) in front, with the phase's taps flipped. :func:`depthwise_planes` computes it for
+    every plane at once, for the rows and columns inside the padding only (a loop over the phases, none over taps
+    or channels). Rows and columns that no window reads (and phases without taps, when the stride exceeds the
+    kernel) stay zero.
+    """
+    n, cm, ho, wo = signal.shape
+    c, h, w = input_shape[1:]
+    multiplier = cm // c
+    dilated = dilate_kernel(weight, dilation)
+    kh, kw = dilated.shape[2:]
+    kernels = dilated.reshape(cm, kh, kw)
+    sh, sw = stride
+    th, tw = -(-kh // sh), -(-kw // sw)  # the most taps of any phase
+    used_h, used_w = min(h + 2 * pad[0], (ho - 1) * sh + kh), min(w + 2 * pad[1], (wo - 1) * sw + kw)
+    rows_max, cols_max = -(-used_h // sh), -(-used_w // sw)
+    padded = pad_spatial(signal, th - 1, max(0, rows_max - ho), tw - 1, max(0, cols_max - wo))
+    padded = padded.reshape(n * cm, *padded.shape[2:])
+    complete = used_h >= pad[0] + h and used_w >= pad[1] + w and sh <= kh and sw <= kw
+    out = (np.empty if complete else np.zeros)((n * cm, 1, h, w), signal.dtype)
+    for a in range(min(sh, kh)):
+        taps_h, (r_lo, r_hi, y0) = len(range(a, kh, sh)), _inside(a, sh, pad[0], h, len(range(a, used_h, sh)))
+        for b in range(min(sw, kw)):
+            taps_w, (q_lo, q_hi, x0) = len(range(b, kw, sw)), _inside(b, sw, pad[1], w, len(range(b, used_w, sw)))
+            if r_hi <= r_lo or q_hi <= q_lo:
+                continue
+            flipped = np.ascontiguousarray(kernels[:, a::sh, b::sw][:, ::-1, ::-1]).reshape(cm, 1, taps_h, taps_w)
+            source = padded[:, th - taps_h + r_lo :, tw - taps_w + q_lo :]
+            target = out[:, :, y0::sh, x0::sw][:, :, : r_hi - r_lo, : q_hi - q_lo]
+            depthwise_planes(source, flipped, (1, 1), (1, 1), target)
+    out = out.reshape(n, c, multiplier, h, w)
+    return out[:, :, 0] if multiplier == 1 else out.sum(axis=2)
+
+
+def _inside(phase: int, stride: int, pad: int, length: int, count: int) -> tuple[int, int, int]:
+    """Of the padded positions phase + stride·r (0 ≤ r < count), those inside [pad, pad + length): (first r,
+    end r, the first one's position without the padding)."""
+    lo = max(0, -(-(pad - phase) // stride))
+    hi = min(count, -(-(pad + length - phase) // stride))
+    return lo, hi, phase + stride * lo - pad

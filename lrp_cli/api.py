@@ -310,7 +310,7 @@ class Model:
         self.input_hw = (int(shape[2]), int(shape[3]))
         self._mean = mean
         self._class_names = list(synsets)
-        self._sizes = self._blob_sizes()
+        self._sizes = {name: int(np.prod(shape)) for name, shape in net.shapes.items()}  # values per image
         self._variants: dict[Settings, _Variant] = {}
         self._base = settings
         self.settings = settings
@@ -318,11 +318,6 @@ class Model:
 
     def _net_source(self) -> str:
         return str(self.config.param_file) if self.config else self.net.name
-
-    def _blob_sizes(self) -> dict[str, int]:
-        """Values per image of every blob, from one forward pass of a blank image."""
-        forward = self.net.forward(np.zeros((1, *self.net.input_shape[1:]), np.float32))
-        return {name: int(blob[0].size) for name, blob in forward.blobs.items()}
 
     def _where(self, keyword: str, settings: Settings) -> str:
         """Where a setting came from, for messages: the config line, or the keyword that overrode it."""

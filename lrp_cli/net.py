@@ -62,9 +62,43 @@ class Net:
         self.input_name = netdef.inputs[0].name
         self.input_shape = tuple(int(d) for d in netdef.inputs[0].shape)
         self.nodes = self._build(netdef)
-        consumed = {b for node in self.nodes for b in node.bottoms}
-        produced = {t for node in self.nodes for t in node.tops}
-        self.output_names = sorted(produced - consumed)  # Caffe keeps them in a std::set: sorted by name
+        available: set[str] = {self.input_name}
+        for node in self.nodes:  # a blob consumed by an in-place layer stays available: it is that layer's top
+            available.difference_update(node.bottoms)
+            available.update(node.tops)
+        self.output_names = sorted(available)  # Caffe keeps them in a std::set: sorted by name
+        #: every blob's shape for one image (batch 1), each layer's parameters checked against its inputs
+        self.shapes = self._infer_shapes()
+
+    #: the most that all blobs of one image may take (float32); a net that needs more is refused when it is built
+    MAX_BLOB_BYTES_PER_IMAGE = 4 << 30
+
+    def _infer_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Blob name → shape for one image, from each layer's :meth:`~lrp_cli.layers.base.Layer.output_shapes`:
+        a ModelError naming the layer for parameters that cannot work on its inputs (a kernel larger than the
+        padded input, a zero stride, mismatched shapes, …) and for blobs too large to hold, before any image."""
+        shape = (1, *self.input_shape[1:])
+        if any(d < 1 for d in self.input_shape):
+            raise ModelError(f"net '{self.name}': the input shape {self.input_shape} must have positive dimensions")
+        shapes = {self.input_name: shape}
+        total = 0
+        for node in self.nodes:
+            if node.type == "Input":
+                tops = [shape] * len(node.tops)
+            else:
+                tops = node.layer.output_shapes([shapes[b] for b in node.bottoms])
+            for name, top in zip(node.tops, tops, strict=True):
+                if min(top, default=1) < 1:
+                    raise node.layer.fail(f"would produce an empty blob of shape {top}")
+                shapes[name] = top
+                total += int(np.prod(top, dtype=np.float64)) * 4
+            if total > self.MAX_BLOB_BYTES_PER_IMAGE:
+                raise ModelError(
+                    f"net '{self.name}': its blobs would take {total / 2**30:.3g} GiB per image by layer "
+                    f"'{node.name}' (input {self.input_shape[1:]}); lrp_cli holds at most "
+                    f"{self.MAX_BLOB_BYTES_PER_IMAGE >> 30} GiB"
+                )
+        return shapes
 
     def with_nodes(self, nodes: list[Node]) -> Net:
         """A copy of this net with other nodes (a canonizer's result, :mod:`lrp_cli.canonize`)."""

@@ -24,7 +24,7 @@ from test_rules import RULES, ConvCase, check_rule, conv_layer, conv_param
 
 from lrp_cli.caffe import caffe_pb2, load_model, read_prototxt
 from lrp_cli.errors import ModelError
-from lrp_cli.layers import Saved, build_layer
+from lrp_cli.layers import Saved
 from lrp_cli.layers.axpy import Axpy
 from lrp_cli.layers.convolution import Convolution
 from lrp_cli.layers.eltwise import Eltwise
@@ -367,8 +367,7 @@ def test_depthwise_results_do_not_depend_on_the_batch():
 
 def test_depthwise_types_are_convolutions_with_a_group_per_channel(tmp_path):
     """ConvolutionDepthwise without group gets group = its input's channels; both fork types become
-    Convolution nodes (the net's linear rules and BatchNorm folding apply); built directly, a missing group is
-    the number of outputs."""
+    Convolution nodes when the model is read (the net's linear rules and BatchNorm folding apply)."""
     b = NetBuilder((1, 6, 8, 8), seed=3)
     weights = [b.randn(6, 1, 3, 3), b.randn(6, scale=0.1)]
     b.add("dw_fork", "ConvolutionDepthwise", "data", None, weights,
@@ -380,10 +379,9 @@ def test_depthwise_types_are_convolutions_with_a_group_per_channel(tmp_path):
         node = next(n for n in net.nodes if n.name == name)
         assert node.type == "Convolution" and type(node.layer) is Convolution
         assert node.layer.group == 6 and node.layer.depthwise
-    direct = build_layer("dw", "ConvolutionDepthwise", b.net_parameter().layer[1], tuple(weights))
-    assert direct.group == 6 and direct.depthwise and direct.type == "ConvolutionDepthwise"
     x = b.randn(2, 6, 8, 8)
-    np.testing.assert_allclose(direct.forward([x])[0][0], net.forward(x).blobs["dw_fork"], rtol=1e-6, atol=1e-6)
+    grouped = correlate(x, weights[0], (1, 1), (1, 1), (1, 1), 6) + weights[1].reshape(1, -1, 1, 1)
+    np.testing.assert_allclose(net.forward(x).blobs["dw_fork"], grouped, rtol=1e-5, atol=1e-5)
 
 
 def test_depthwise_without_group_and_unknown_channels_is_an_error(tmp_path):

@@ -21,6 +21,12 @@ class ChannelAffine(LinearLayer):
     def linear_transposed(self, signal, weight, input_shape):
         return signal * self._view(weight, len(input_shape))
 
+    def output_shapes(self, bottoms):
+        shape = bottoms[0]
+        if len(shape) < 2 or shape[1] != self.weight.size:
+            raise self.fail(f"has {self.weight.size} channel factors for an input of shape {shape}")
+        return [shape]
+
     def forward(self, bottoms):
         x = bottoms[0]
         y = self.linear(x, self.weight)

@@ -28,13 +28,18 @@ class Axpy(Layer):
             raise ModelError(f"{self.describe()}: needs three bottoms (gate a, signal x, addend y), has "
                              f"{len(param.bottom)}")
 
+    def output_shapes(self, bottoms):
+        a, x, z = bottoms
+        size = 1
+        for d in a:
+            size *= d
+        if x != z or a[:2] != x[:2] or size != x[0] * x[1]:
+            raise self.fail(f"bottom shapes {a}, {x}, {z} do not fit a·x + y (a: N×C×1×1, x and y: N×C×H×W)")
+        return [x]
+
     def forward(self, bottoms):
         a, x, z = bottoms
-        if x.shape != z.shape or a.shape[:2] != x.shape[:2] or a.size != x.shape[0] * x.shape[1]:
-            raise ModelError(
-                f"{self.describe()}: bottom shapes {a.shape}, {x.shape}, {z.shape} do not fit a·x + y "
-                "(a: N×C×1×1, x and y: N×C×H×W)"
-            )
+        self.output_shapes([a.shape, x.shape, z.shape])
         gate = a.reshape(x.shape[:2] + (1,) * (x.ndim - 2))
         y = gate * x
         y += z

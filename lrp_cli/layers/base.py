@@ -78,6 +78,16 @@ class Layer:
         """bottoms → (tops, extra state for the relevance pass). Must not modify its inputs."""
         raise NotImplementedError
 
+    def output_shapes(self, bottoms: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        """The tops' shapes for bottoms of these shapes (batch axis first), checking that the layer's parameters fit
+        them (:meth:`fail` otherwise). The net calls it for every layer when it is built, before any image. The
+        default: one top of the first bottom's shape (element-wise layers)."""
+        return [bottoms[0]]
+
+    def fail(self, problem: str) -> ModelError:
+        """The ModelError for a problem with this layer (naming it); raise it."""
+        return ModelError(f"{self.describe()}: {problem}")
+
     def _handler(self, rule: Rule) -> Handler | None:
         for rule_type in type(rule).__mro__:
             if rule_type in self.handlers:

@@ -18,6 +18,17 @@ class Concat(Layer):
         p = param.concat_param
         self.axis = int(p.axis) if p.HasField("axis") or not p.HasField("concat_dim") else int(p.concat_dim)
 
+    def output_shapes(self, bottoms):
+        """Shapes equal but along ``axis``, where they add up."""
+        ndim = len(bottoms[0])
+        if not -ndim <= self.axis < ndim:
+            raise self.fail(f"axis {self.axis} is out of range for {ndim}-D inputs")
+        axis = self.axis % ndim
+        rest = {s[:axis] + s[axis + 1 :] for s in bottoms}
+        if len(rest) > 1 or {len(s) for s in bottoms} != {ndim}:
+            raise self.fail(f"cannot concatenate inputs of shapes {', '.join(map(str, bottoms))} along axis {axis}")
+        return [(*bottoms[0][:axis], sum(s[axis] for s in bottoms), *bottoms[0][axis + 1 :])]
+
     def forward(self, bottoms):
         return [np.concatenate(bottoms, axis=self.axis)], {}
 

@@ -51,6 +51,10 @@ class Convolution(LinearLayer):
         self.dilation = pair(p.dilation, 0, 0, 1)
         self.group = int(p.group) or 1
         self.num_output = int(p.num_output)
+        if min(self.stride) < 1 or min(self.dilation) < 1:
+            raise self.fail(f"stride {self.stride} and dilation {self.dilation} must be at least 1")
+        if self.num_output < 1:
+            raise self.fail("num_output must be at least 1")
         if self.num_output % self.group:
             raise ModelError(f"{self.describe()}: num_output {self.num_output} is not a multiple of group {self.group}")
         require_blobs(self, 2 if p.bias_term else 1)
@@ -61,6 +65,18 @@ class Convolution(LinearLayer):
         #: one group per input channel (MobileNet, ShuffleNet): the depthwise kernels of windows.py instead of
         #: one GEMM per group (forward, adjoint and the fused α-β forms)
         self.depthwise = self.group > 1 and cin_group == 1
+
+    def output_shapes(self, bottoms):
+        """N×C×H×W → N×M×Ho×Wo with Ho = (H + 2·ph − ((kh − 1)·dh + 1))//sh + 1 (and Wo so), at least 1."""
+        shape = bottoms[0]
+        self.check_input(shape)
+        out = []
+        for size, k, s, p, d in zip(shape[2:], self.kernel, self.stride, self.pad, self.dilation, strict=True):
+            extent = (k - 1) * d + 1
+            if size + 2 * p < extent:
+                raise self.fail(f"the kernel's extent {extent} is larger than the padded input {size} + 2·{p}")
+            out.append((size + 2 * p - extent) // s + 1)
+        return [(shape[0], self.num_output, *out)]
 
     def check_input(self, shape: tuple[int, ...]) -> None:
         if len(shape) != 4 or shape[1] != self.weight.shape[1] * self.group:
@@ -144,12 +160,12 @@ class Convolution(LinearLayer):
         x of any sign (``mixed``): x⁺ and x⁻ as two blocks of columns,
         [z⁺; z⁻] = [[w⁺, w⁻]; [w⁻, w⁺]]·[cols⁺; cols⁻] + [b⁺; b⁻], R_in = x⁺ ⊙ (w⁺ᵀs⁺ + w⁻ᵀs⁻) + x⁻ ⊙ (w⁻ᵀs⁺ + w⁺ᵀs⁻).
         """
+        if self.depthwise:
+            return self._alpha_beta_depthwise(x, relevance, alpha, beta, mixed)
         columns = state.get("columns") if state else None
         return self._alpha_beta(x, relevance, alpha, beta, mixed, columns)
 
     def _alpha_beta(self, x, relevance, alpha, beta, mixed, columns):
-        if self.depthwise:
-            return self._alpha_beta_depthwise(x, relevance, alpha, beta, mixed)
         n, c, h, w = x.shape
         g = self.group
         m, cg = self.weight.shape[:2]

@@ -59,6 +59,13 @@ class Eltwise(Layer):
             raise ModelError(f"{self.describe()}: {len(coeff)} coefficients for {count} bottoms")
         return np.asarray(coeff, np.float32)
 
+    def output_shapes(self, bottoms):
+        if len(set(bottoms)) > 1:
+            raise self.fail(f"needs inputs of one shape, got {', '.join(map(str, bottoms))}")
+        if self.operation == SUM:
+            self._weights(len(bottoms))
+        return [bottoms[0]]
+
     def forward(self, bottoms):
         if self.operation == SUM:
             weight = self._weights(len(bottoms))

@@ -16,11 +16,21 @@ class Flatten(Layer):
         self.axis = int(param.flatten_param.axis)
         self.end_axis = int(param.flatten_param.end_axis)
 
+    def output_shapes(self, bottoms):
+        shape = bottoms[0]
+        ndim = len(shape)
+        if not (-ndim <= self.axis < ndim and -ndim <= self.end_axis < ndim):
+            raise self.fail(f"axes {self.axis}…{self.end_axis} are out of range for a {ndim}-D input")
+        axis, end = self.axis % ndim, self.end_axis % ndim
+        if end < axis:
+            raise self.fail(f"end_axis {self.end_axis} comes before axis {self.axis}")
+        merged = 1
+        for size in shape[axis : end + 1]:
+            merged *= size
+        return [(*shape[:axis], merged, *shape[end + 1 :])]
+
     def forward(self, bottoms):
         x = bottoms[0]
-        axis = self.axis % x.ndim
-        end = self.end_axis % x.ndim
-        shape = x.shape[:axis] + (-1,) + x.shape[end + 1 :]
-        return [x.reshape(shape)], {}
+        return [x.reshape(self.output_shapes([x.shape])[0])], {}
 
     pass_through = handles(Pass, Gradient)(Layer.pass_through)

@@ -49,6 +49,13 @@ class InnerProduct(LinearLayer):
         self.weight = np.ascontiguousarray(check_shape(self, "weight", w, (self.num_output, fan_in)))
         self.bias = check_shape(self, "bias", self.blobs[1], (self.num_output,)) if p.bias_term else None
 
+    def output_shapes(self, bottoms):
+        """N×… (K values per image) → N×J."""
+        size = int(np.prod(bottoms[0][1:], dtype=np.int64))
+        if size != self.weight.shape[1]:
+            raise self.fail(f"input has {size} values per image, weights expect {self.weight.shape[1]}")
+        return [(bottoms[0][0], self.num_output)]
+
     def linear(self, x: np.ndarray, weight: np.ndarray) -> np.ndarray:
         flat = x.reshape(x.shape[0], -1)
         if flat.shape[1] != weight.shape[1]:

@@ -42,6 +42,8 @@ class LRN(Layer):
         self.beta = float(p.beta)
         self.k = float(p.k)
         self.region = int(p.norm_region)
+        if self.size < 1 or self.size % 2 == 0:
+            raise self.fail(f"local_size {self.size} must be odd and positive (as in Caffe)")
         self.pre = (self.size - 1) // 2
         self.post = self.size - 1 - self.pre
 

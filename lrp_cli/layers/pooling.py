@@ -37,7 +37,26 @@ class Pooling(Layer):
         self.pad = pair(p.pad, p.pad_h, p.pad_w, 0)
         if not self.global_pooling and min(self.kernel) <= 0:
             raise ModelError(f"{self.describe()}: kernel size must be positive")
+        given = [getattr(p, f) for f in ("stride", "stride_h", "stride_w") if p.HasField(f)]
+        if min(self.stride) < 1 or min(given, default=1) < 1:
+            raise self.fail(f"stride {tuple(given) if given else self.stride} must be at least 1")
+        if not self.global_pooling and any(pad >= k for pad, k in zip(self.pad, self.kernel, strict=True)):
+            raise self.fail(f"pad {self.pad} must be smaller than the kernel {self.kernel} (as in Caffe)")
         self.ceil = self._rounds_up(p)
+
+    def output_shapes(self, bottoms):
+        """N×C×H×W → N×C×Ho×Wo (Caffe's window counts; 1×1 for global pooling)."""
+        shape = bottoms[0]
+        if len(shape) != 4:
+            raise self.fail(f"needs a 4-D input, got shape {shape}")
+        if self.global_pooling:
+            return [(*shape[:2], 1, 1)]
+        out = []
+        for size, k, s, p in zip(shape[2:], self.kernel, self.stride, self.pad, strict=True):
+            if size + 2 * p < k:
+                raise self.fail(f"the kernel {k} is larger than the padded input {size} + 2·{p}")
+            out.append(Windows1D.count_of(size, k, s, p, self.ceil))
+        return [(*shape[:2], *out)]
 
     def _rounds_up(self, p) -> bool:
         """Whether the output size is rounded up: BVLC's ``round_mode`` (CEIL, the default, or FLOOR) or the forks'

@@ -22,6 +22,12 @@ class PReLU(Layer):
         shape = (1, -1) + (1,) * (x.ndim - 2) if self.slope.size > 1 else (1,) * x.ndim
         return self.slope.reshape(shape)
 
+    def output_shapes(self, bottoms):
+        shape = bottoms[0]
+        if self.slope.size > 1 and (len(shape) < 2 or shape[1] != self.slope.size):
+            raise self.fail(f"has {self.slope.size} slopes for an input of shape {shape}")
+        return [shape]
+
     def forward(self, bottoms):
         x = bottoms[0]
         return [np.maximum(x, 0) + self._slopes(x) * np.minimum(x, 0)], {}

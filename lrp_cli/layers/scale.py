@@ -56,17 +56,27 @@ class GatedScale(Layer, register=False):
             raise ModelError(f"{self.describe()}: takes one or two bottoms, has {len(param.bottom)}")
         self.axis = int(p.axis)
 
+    def _gate_shape(self, x: tuple[int, ...], s: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape s takes to broadcast against x (or a ModelError naming both shapes)."""
+        if not -len(x) <= self.axis < len(x):
+            raise self.fail(f"axis {self.axis} is out of range for a {len(x)}-D input")
+        axis = self.axis % len(x)
+        size = 1
+        for d in s:
+            size *= d
+        if size == 1:
+            return (1,) * len(x)
+        if x[axis : axis + len(s)] != tuple(s):
+            raise self.fail(f"the factor's shape {s} does not match the input's shape {x} from axis {self.axis}")
+        return (1,) * axis + tuple(s) + (1,) * (len(x) - axis - len(s))
+
+    def output_shapes(self, bottoms):
+        self._gate_shape(*bottoms)
+        return [bottoms[0]]
+
     def _gate(self, x, s):
-        """s reshaped to broadcast against x (or a ModelError naming both shapes)."""
-        axis = self.axis % x.ndim if self.axis < 0 else self.axis
-        if s.ndim == 0 or s.size == 1:
-            return s.reshape((1,) * x.ndim)
-        if x.shape[axis : axis + s.ndim] != s.shape:
-            raise ModelError(
-                f"{self.describe()}: the factor's shape {s.shape} does not match the input's shape {x.shape} "
-                f"from axis {self.axis}"
-            )
-        return s.reshape((1,) * axis + s.shape + (1,) * (x.ndim - axis - s.ndim))
+        """s reshaped to broadcast against x."""
+        return s.reshape(self._gate_shape(x.shape, s.shape))
 
     def forward(self, bottoms):
         x, s = bottoms

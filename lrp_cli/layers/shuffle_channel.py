@@ -23,6 +23,12 @@ class ShuffleChannel(Layer):
         if self.group < 1:
             raise ModelError(f"{self.describe()}: group must be at least 1")
 
+    def output_shapes(self, bottoms):
+        shape = bottoms[0]
+        if len(shape) < 2 or shape[1] % self.group:
+            raise self.fail(f"{shape[1] if len(shape) > 1 else 0} channels do not split into {self.group} groups")
+        return [shape]
+
     @staticmethod
     def _transpose_grid(x, rows: int):
         """Channels read as rows × (C / rows), transposed (a copy): N×C×… → N×C×…."""

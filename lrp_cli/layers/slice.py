@@ -41,6 +41,14 @@ class Slice(Layer):
             raise ModelError(f"{self.describe()}: slice points {self.points} do not increase within 0…{size}")
         return self.points
 
+    def output_shapes(self, bottoms):
+        shape = bottoms[0]
+        if not -len(shape) <= self.axis < len(shape):
+            raise self.fail(f"axis {self.axis} is out of range for a {len(shape)}-D input")
+        axis = self.axis % len(shape)
+        cuts = [0, *self.bounds(shape[axis]), shape[axis]]
+        return [(*shape[:axis], hi - lo, *shape[axis + 1 :]) for lo, hi in zip(cuts, cuts[1:], strict=False)]
+
     def forward(self, bottoms):
         x = bottoms[0]
         axis = self.axis % x.ndim

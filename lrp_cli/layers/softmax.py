@@ -18,6 +18,11 @@ class Softmax(Layer):
         super().__init__(name, param, blobs)
         self.axis = int(param.softmax_param.axis)
 
+    def output_shapes(self, bottoms):
+        if not -len(bottoms[0]) <= self.axis < len(bottoms[0]):
+            raise self.fail(f"axis {self.axis} is out of range for a {len(bottoms[0])}-D input")
+        return [bottoms[0]]
+
     def forward(self, bottoms):
         x = bottoms[0]
         e = np.exp(x - x.max(axis=self.axis, keepdims=True))

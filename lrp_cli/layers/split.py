@@ -15,6 +15,9 @@ class Split(Layer):
         super().__init__(name, param, blobs)
         self.top_count = len(param.top)
 
+    def output_shapes(self, bottoms):
+        return [bottoms[0]] * self.top_count
+
     def forward(self, bottoms):
         return [bottoms[0]] * self.top_count, {}
 

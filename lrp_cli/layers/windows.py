@@ -287,12 +287,19 @@ class Windows1D:
     last: np.ndarray
 
     @staticmethod
-    def caffe(length: int, kernel: int, stride: int, pad: int, ceil: bool = True) -> Windows1D:
-        """Caffe's windows: (length + 2·pad − kernel)/stride rounded up (``ceil``, Caffe's default) or down, + 1."""
+    def count_of(length: int, kernel: int, stride: int, pad: int, ceil: bool = True) -> int:
+        """How many windows: (length + 2·pad − kernel)/stride rounded up (``ceil``, Caffe's default) or down, + 1,
+        one fewer when the last would start inside the padding."""
         span = length + 2 * pad - kernel
         out = (-(-span // stride) if ceil else span // stride) + 1
         if pad > 0 and (out - 1) * stride >= length + pad:
             out -= 1  # the last window may not start inside the padding
+        return out
+
+    @staticmethod
+    def caffe(length: int, kernel: int, stride: int, pad: int, ceil: bool = True) -> Windows1D:
+        """Caffe's windows along one axis (:meth:`count_of` of them)."""
+        out = Windows1D.count_of(length, kernel, stride, pad, ceil)
         j = np.arange(out)
         raw_start = j * stride - pad
         raw_end = np.minimum(raw_start + kernel, length + pad)

@@ -120,7 +120,7 @@ class Explainer:
         )
 
     def _explain(self, images, targets, input_bounds, on_layer) -> Explanation:
-        forward = self.graph.forward(images, self.rules)
+        forward = self.graph.forward(images, self.rules, keep=self.graph.nodes[self.start].tops)
         output = forward.outputs[self.graph.output_names[0]]
         values = output.reshape(output.shape[0], -1)
         if self.numclasses > values.shape[1]:
@@ -133,7 +133,7 @@ class Explainer:
         classes = [choose_classes(ranking[n], int(t)) for n, t in enumerate(targets)]
         seed = self.graph.initial_relevance(forward, self.start, classes)
         rules = self.rules if input_bounds is None else bind_input_bounds(self.rules, *input_bounds)
-        relevance = self.graph.propagate(forward, rules, self.start, self.first, seed, on_layer)
+        relevance = self.graph.propagate(forward, rules, self.start, self.first, seed, on_layer, release=True)
         if relevance.ndim == 2:
             relevance = relevance[:, :, None, None]
         rawhm = relevance[:, ::-1]

@@ -16,6 +16,7 @@ import numpy as np
 from .caffe import caffe_pb2
 from .errors import ModelError, RelevanceError
 from .layers import Layer, Saved, build_layer
+from .layers.base import ShapeOnly
 from .rules import Rule
 
 
@@ -39,9 +40,6 @@ class Forward:
     blobs: dict[str, np.ndarray]
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
 
-    @property
-    def batch_size(self) -> int:
-        return next(iter(self.blobs.values())).shape[0]
 
 
 def _split_layer_name(layer: str, blob: str, top_index: int) -> str:
@@ -164,11 +162,15 @@ class Net:
         return [(n.index, n.name, n.type) for n in self.nodes]
 
     # -- forward --------------------------------------------------------------------------------------------------
-    def forward(self, images: np.ndarray, rules: list[Rule | None] | None = None) -> Forward:
+    def forward(self, images: np.ndarray, rules: list[Rule | None] | None = None,
+                keep: tuple[str, ...] = ()) -> Forward:
         """Run the net on a batch N×C×H×W (float32; N is free, C×H×W must match the declared input).
 
-        With ``rules`` (one per node, as :meth:`propagate` takes them), the forward caches of nodes whose rule does
-        not use them are freed at once."""
+        Without ``rules`` every node keeps its inputs, outputs and state, and ``blobs`` every blob. With ``rules``
+        (one per node, as :meth:`propagate` takes them) the pass keeps only what the relevance pass reads: of each
+        node what its rule's step reads (:meth:`~lrp_cli.layers.base.Layer.reads`; of the rest the shapes), its
+        forward caches only where the rule uses them (within :attr:`FORWARD_CACHE_BYTES_PER_IMAGE`), and in
+        ``blobs`` the outputs and the blobs named in ``keep``, each other blob dropped after its last reader."""
         images = np.ascontiguousarray(images, dtype=np.float32)
         if images.ndim != len(self.input_shape) or images.shape[1:] != self.input_shape[1:]:
             raise ModelError(
@@ -177,6 +179,9 @@ class Net:
             )
         blobs: dict[str, np.ndarray] = {self.input_name: images}
         saved: list[Saved] = []
+        last_read = {b: node.index for node in self.nodes for b in node.bottoms}
+        kept = {*self.output_names, *keep}
+        budget = self.FORWARD_CACHE_BYTES_PER_IMAGE * len(images)
         for node in self.nodes:
             if node.type == "Input":
                 saved.append(Saved([], [images]))
@@ -187,11 +192,41 @@ class Net:
                 tops, extra = node.layer.forward(bottoms)
             for name, value in zip(node.tops, tops, strict=True):
                 blobs[name] = value
-            if rules is not None and not (rules[node.index] and rules[node.index].uses_forward_caches):
-                for key in node.layer.forward_caches:
-                    extra.pop(key, None)
-            saved.append(Saved(bottoms, tops, extra))
+            if rules is None:
+                saved.append(Saved(bottoms, tops, extra))
+                continue
+            budget = self._keep_caches(node, rules[node.index], extra, budget)
+            saved.append(self._needed(node, rules[node.index], bottoms, tops, extra))
+            for name in node.bottoms:
+                if last_read[name] == node.index and name not in kept and name not in node.tops:
+                    del blobs[name]
         return Forward(saved, blobs, {name: blobs[name] for name in self.output_names})
+
+    @staticmethod
+    def _needed(node: Node, rule: Rule | None, bottoms, tops, extra) -> Saved:
+        """What the relevance pass reads of a node (no rule: nothing), the rest as shapes."""
+        reads = node.layer.reads(rule) if rule is not None else ()
+        return Saved(
+            bottoms if "bottoms" in reads else [ShapeOnly.of(b) for b in bottoms],
+            tops if "tops" in reads else [ShapeOnly.of(t) for t in tops],
+            extra if "state" in reads else {},
+        )
+
+    #: the most a forward pass keeps in forward caches per image (im2col columns: CaffeNet's take 18 MB; past it
+    #: they are recomputed where needed)
+    FORWARD_CACHE_BYTES_PER_IMAGE = 24 << 20
+
+    def _keep_caches(self, node: Node, rule: Rule | None, extra: dict, budget: int) -> int:
+        """Drop the node's forward caches unless its rule uses them and they fit ``budget``; the budget left."""
+        for key in node.layer.forward_caches:
+            value = extra.get(key)
+            if value is None:
+                continue
+            if rule is not None and rule.uses_forward_caches and value.nbytes <= budget:
+                budget -= value.nbytes
+            else:
+                del extra[key]
+        return budget
 
     # -- relevance ------------------------------------------------------------------------------------------------
     def resolve_start(self, last_layer_index: int) -> int:
@@ -258,11 +293,13 @@ class Net:
         first: int,
         relevance: dict[str, np.ndarray],
         on_layer=None,
+        release: bool = False,
     ) -> np.ndarray:
         """Relevance from the tops of node ``start`` down through node ``first``, node k by ``rules[k]``; returns the
         relevance at the net input (first == 0) or at the first bottom of node ``first`` (N×…).
 
         ``on_layer(node, bottom_relevance)``, if given, sees each node's result (e.g. to log relevance sums).
+        ``release``: let go of each node's forward state once its step is done (the forward pass is used up).
         """
         self.check_range(start, first)
         relevance = dict(relevance)
@@ -274,9 +311,12 @@ class Net:
             if all(r is None for r in tops):
                 continue
             saved = forward.saved[index]
-            tops = [np.zeros_like(t) if r is None else r for r, t in zip(tops, saved.tops, strict=True)]
+            tops = [np.zeros(t.shape, t.dtype) if r is None else r for r, t in zip(tops, saved.tops, strict=True)]
             with np.errstate(all="ignore"):
                 bottoms = node.layer.relevance(rules[index], saved, tops)
+            if release:
+                forward.saved[index] = None
+                del saved
             if on_layer is not None:
                 on_layer(node, bottoms)
             for name, r in zip(node.bottoms, bottoms, strict=True):
@@ -285,5 +325,6 @@ class Net:
         target = self.input_name if first == 0 or node.type == "Input" else node.bottoms[0]
         result = relevance.get(target)
         if result is None:
-            result = np.zeros_like(forward.blobs[target])
+            batch = forward.outputs[self.output_names[0]].shape[0]
+            result = np.zeros((batch, *self.shapes[target][1:]), np.float32)
         return result.astype(np.float32, copy=False)

@@ -125,7 +125,12 @@ def _ratio_or_zero(relevance: np.ndarray, total: np.ndarray, scale: np.float32) 
 
 
 class LinearRule(Rule):
-    """A rule of a linear layer z = W·x + b, as one generic step with modifiers (see the module docstring)."""
+    """A rule of a linear layer z = W·x + b, as one generic step with modifiers (see the module docstring).
+
+    ``reads``: whether the step reads the values of the input x and of the forward pass's output z (the forward
+    pass keeps only those)."""
+
+    reads: ClassVar[tuple[str, ...]] = ("x", "z")
 
     def pairs(self, x: np.ndarray, weight: np.ndarray) -> list[tuple[np.ndarray | None, np.ndarray]]:
         """The modified (input, weight) pairs; an input of None stands for ones."""
@@ -181,6 +186,7 @@ class Epsilon(LinearRule):
     """
 
     epsilon: float
+    reads: ClassVar[tuple[str, ...]] = ("x", "z")
 
     def __str__(self) -> str:
         return f"epsilon({self.epsilon:g})"
@@ -200,6 +206,7 @@ class _AlphaBetaPart(LinearRule):
 
     sign: int
     scale: float
+    reads: ClassVar[tuple[str, ...]] = ("x",)
 
     def pairs(self, x, weight):
         w_pos, w_neg = np.maximum(weight, 0), np.minimum(weight, 0)
@@ -250,6 +257,7 @@ class AlphaBeta(LinearRule):
 
     beta: float
     conserving: bool = False  # see alpha_beta_generic: for sums (Eltwise), where one part is often empty
+    reads: ClassVar[tuple[str, ...]] = ("x",)
     uses_forward_caches: ClassVar[bool] = True  # the fused kernels multiply the forward pass's columns again
 
     def __post_init__(self):
@@ -284,6 +292,7 @@ class Flat(LinearRule):
     """
 
     label = "flat"
+    reads: ClassVar[tuple[str, ...]] = ()
 
     def pairs(self, x, weight):
         return [(None, np.ones_like(weight))]
@@ -297,6 +306,7 @@ class WSquare(LinearRule):
     """w²-rule: R_i = Σ_j w_ij²/S_j·R_j with S_j = Σ over the whole kernel (or fan-in) of output j of w²."""
 
     label = "w^2"
+    reads: ClassVar[tuple[str, ...]] = ()
 
     def pairs(self, x, weight):
         return [(None, weight * weight)]
@@ -313,6 +323,7 @@ class Transposed(LinearRule):
     """R_i = Σ_j w_ij·R_j: the transposed weights alone (deconvnet / guided backprop step, and the gradient)."""
 
     label = "transposed"
+    reads: ClassVar[tuple[str, ...]] = ()
 
     def pairs(self, x, weight):
         return [(None, weight)]
@@ -334,6 +345,7 @@ class ZBox(LinearRule):
 
     low: np.ndarray | None = None
     high: np.ndarray | None = None
+    reads: ClassVar[tuple[str, ...]] = ("x",)
 
     def __str__(self) -> str:
         return "z^B(l=-mean, h=255-mean)"

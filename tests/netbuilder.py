@@ -244,6 +244,52 @@ def small_classifier(header: str) -> NetBuilder:
     return b
 
 
+def zoo_like(zero_bias: bool) -> NetBuilder:
+    """conv → ReLU → depthwise (ConvolutionDepthwise, no group, stride 2) → hard-swish (Power, ReLU6, Power,
+    Eltwise PROD) → ShuffleChannel → Slice (2 | 4 channels) → [a; SE gate by a two-bottom Scale on conv_b;
+    Axpy(gate, conv_b, proj)] → Concat → ReLU → MAX pooling (floor) → InnerProduct → Softmax."""
+    b = NetBuilder((1, 4, 10, 10), seed=23)
+
+    def conv(name, bottom, cout, kernel=1, **extra):
+        top = b.conv(name, bottom, cout, kernel, bias=not zero_bias, **extra)
+        return top
+
+    conv("conv0", "data", 6, 3, pad=[1])
+    b.same("relu0", "ReLU", "conv0", top="conv0")
+    blobs = [b.randn(6, 1, 3, 3, scale=0.5)] + ([] if zero_bias else [b.randn(6, scale=0.1)])
+    b.add("dw1", "ConvolutionDepthwise", "conv0", None, blobs, convolution_param={
+        "num_output": 6, "kernel_size": [3], "stride": [2], "pad": [1], "bias_term": not zero_bias})
+    b.channels["dw1"] = 6
+    b.same("plus3", "Power", "dw1", power_param={"shift": 3.0})
+    b.same("clip", "ReLU6", "plus3")
+    b.same("sixth", "Power", "clip", power_param={"scale": 1 / 6})
+    b.same("hswish", "Eltwise", ["dw1", "sixth"], eltwise_param={"operation": "PROD"})
+    b.same("shuffle", "ShuffleChannel", "hswish", shuffle_channel_param={"group": 2})
+    b.add("slice", "Slice", "shuffle", ["part_a", "part_b"], (), slice_param={"axis": 1, "slice_point": [2]})
+    b.channels.update(part_a=2, part_b=4)
+    conv("conv_b", "part_b", 4)
+    conv("proj", "part_b", 4)
+    b.same("squeeze", "Pooling", "conv_b", pooling_param={"pool": "AVE", "global_pooling": True})
+    b.inner_product("fc_down", "squeeze", 2, 4)
+    b.same("fc_relu", "ReLU", "fc_down", top="fc_down")
+    b.inner_product("fc_up", "fc_down", 4, 2)
+    b.same("gate", "Sigmoid", "fc_up")
+    b.same("scaled", "Scale", ["conv_b", "gate"], scale_param={"axis": 0})
+    conv("up", "squeeze", 4)
+    b.same("gate2", "Sigmoid", "up")
+    b.same("axpy", "Axpy", ["gate2", "scaled", "proj"])
+    b.add("cat", "Concat", ["part_a", "scaled", "axpy"])
+    b.channels["cat"] = 10
+    b.same("relu_cat", "ReLU", "cat", top="cat")
+    b.same("pool", "Pooling", "cat", pooling_param={"pool": "MAX", "kernel_size": 2, "stride": 2, "ceil_mode": False})
+    b.add("fc", "InnerProduct", "pool", None,
+          [b.randn(5, 10 * 2 * 2, scale=0.3)] + ([] if zero_bias else [b.randn(5, scale=0.1)]),
+          inner_product_param={"num_output": 5, "bias_term": not zero_bias})
+    b.channels["fc"] = 5
+    b.same("prob", "Softmax", "fc")
+    return b
+
+
 def explainer(net, formula: int, epsilon: float = 1.0, beta: float = 1.0, aux: int = 0, last: int = -1,
               first: int = 0, numclasses: int = 5, lrn_relevance: str = "original"):
     """An Explainer of ``net`` with these config settings (relpropformulatype, epsstab, alphabeta_beta, aux,

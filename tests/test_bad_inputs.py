@@ -13,7 +13,7 @@ checks the whole outcome:
   explained completely, exit status 1, and the output folder holds their outputs, the earlier run's outputs
   (byte for byte) and nothing else — no temporary file either.
 
-In every row "Traceback" never appears, the child's peak RSS (``ru_maxrss`` from ``wait4``) stays under 1 GB, it
+In every row "Traceback" never appears, the child's peak RSS (``VmHWM``, see peak_memory.py) stays under 1 GB, it
 ends within its timeout, and the tree around the output folder (including the folders above the working
 directory, where a ``..`` entry would land) is unchanged, file by file.
 """
@@ -39,6 +39,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import REFERENCE, reference_models_dir
+from peak_memory import environment, module_command, peak_bytes
 from PIL import Image
 from test_preprocess import flat_png
 
@@ -652,10 +653,12 @@ def run_child(args: list[str], cwd: Path, timeout: float = TIMEOUT) -> tuple[int
     """Run ``lrp-demo args`` in a child process: (exit status, stdout, stderr, the child's peak RSS in bytes).
 
     The child is killed (and the row fails) when it runs longer than ``timeout`` seconds."""
-    command = [sys.executable, "-m", "lrp_cli", *args]
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    command = [*module_command("lrp_cli"), *args]
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, tempfile.TemporaryDirectory() as tmp:
+        hwm = Path(tmp) / "hwm"
         child = subprocess.Popen(command, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                 env=dict(os.environ, PYTHONWARNINGS="default"), start_new_session=True)
+                                 env=environment(hwm, dict(os.environ, PYTHONWARNINGS="default")),
+                                 start_new_session=True)
         deadline = time.monotonic() + timeout
         while True:
             pid, status, usage = os.wait4(child.pid, os.WNOHANG)
@@ -671,7 +674,8 @@ def run_child(args: list[str], cwd: Path, timeout: float = TIMEOUT) -> tuple[int
         out.seek(0)
         err.seek(0)
         text = (out.read().decode("utf-8", "replace"), err.read().decode("utf-8", "replace"))
-    return child.returncode, text[0], text[1], usage.ru_maxrss * 1024
+        peak = peak_bytes(hwm)
+    return child.returncode, text[0], text[1], peak
 
 
 def _run(stage: Stage, case: Case) -> tuple[int, str, str]:

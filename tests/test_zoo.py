@@ -24,12 +24,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from conftest import CACHE, ROOT, SHARED
 from google.protobuf import text_format
+from peak_memory import environment, module_command, peak_bytes
 
 from lrp_cli.caffe import MeanImage, caffe_pb2, load_model
-from lrp_cli.cli import lrp_demo
 from lrp_cli.net import Net
 from lrp_cli.preprocess import preprocess_image
 
@@ -253,9 +252,21 @@ def zoo_config(name: str, folder: Path, formula: int, info: dict) -> Path:
     return config
 
 
+#: what a net may take beyond its caffemodel's size at batch 1 (the whole lrp-demo process)
+MEMORY_ABOVE_MODEL = 400 * 2**20
+
+
+def run_lrp_demo(args: list[str], folder: Path) -> tuple[int, str, int]:
+    """lrp-demo in a child process: (exit status, stderr, peak RSS in bytes)."""
+    hwm = folder / "hwm"
+    done = subprocess.run([*module_command("lrp_cli"), *args], capture_output=True, text=True, env=environment(hwm))
+    return done.returncode, done.stderr, peak_bytes(hwm)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_lrp_demo_explains_with_formulas_0_and_100(name, tmp_path):
-    _, _, info = zoo_model(name)
+    """In a process of its own, at batch 1, within the caffemodel's size + 400 MB."""
+    _, caffemodel, info = zoo_model(name)
     photo = PHOTOS[NAMES.index(name) % len(PHOTOS)]
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / photo.name).symlink_to(photo)
@@ -264,8 +275,11 @@ def test_lrp_demo_explains_with_formulas_0_and_100(name, tmp_path):
     heatmaps = {}
     for formula in (0, 100):
         config = zoo_config(name, tmp_path, formula, info)
-        result = CliRunner().invoke(lrp_demo, [str(config), str(filelist), str(tmp_path), "--quiet", "--npy"])
-        assert result.exit_code == 0, result.output
+        status, stderr, peak = run_lrp_demo([str(config), str(filelist), str(tmp_path), "--quiet", "--npy",
+                                             "--batch-size", "1"], tmp_path)
+        assert status == 0, stderr
+        assert peak > 0
+        assert peak <= Path(caffemodel).stat().st_size + MEMORY_ABOVE_MODEL, (formula, peak / 2**20)
         rawhm = tmp_path / "out" / "images" / f"{photo.name}_rawhm.npy"
         heatmap = np.load(rawhm)
         rawhm.unlink()

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from .linear import LinearLayer
+from ..rules import LinearRule
+from .base import handles
+from .linear import LinearLayer, linear_reads
+
+
+def _affine_reads(rule: LinearRule) -> tuple[str, ...]:
+    """x whenever the rule reads x or z (z is recomputed from x), never the output."""
+    return tuple(part for part in linear_reads(rule) if part != "tops") + (
+        ("bottoms",) if "z" in rule.reads and "x" not in rule.reads else ())
 
 
 class ChannelAffine(LinearLayer):
     """y[n,c,…] = a_c·x[n,c,…] + b_c. A diagonal linear layer: every linear rule applies to it.
 
     When it directly follows a convolution or inner product, :mod:`lrp_cli.canonize` folds it into that layer
-    for relevance (a → rows of W, a·b + c → bias).
+    for relevance (a → rows of W, a·b + c → bias); consecutive affine layers are merged into one.
     """
 
     def _view(self, v, ndim):
@@ -37,3 +45,11 @@ class ChannelAffine(LinearLayer):
     @property
     def flat_divisor(self):
         return 1
+
+    @handles(LinearRule, reads=_affine_reads)
+    def _linear_rule(self, rule, saved, top_relevance):
+        """As for every linear layer, but z, where the rule reads it, recomputed from x by this layer's own forward
+        pass (element-wise, the same arithmetic): the forward pass need not keep the output."""
+        x = saved.bottoms[0]
+        z = self.forward([x])[0][0] if "z" in rule.reads else saved.tops[0]
+        return [rule.relevance(self, x, z, top_relevance[0], saved.extra)]

@@ -50,19 +50,19 @@ class Axpy(Layer):
         a, x = saved.bottoms[:2]
         return a.reshape(x.shape[:2] + (1,) * (x.ndim - 2))
 
-    @handles(LinearRule)
+    @handles(LinearRule, reads=("bottoms", "tops"))
     def _split(self, rule, saved, top_relevance):
         """y as the two addends a ⊙ x and z, split by ``rule``; the gated addend's share goes to x whole."""
         x, z = saved.bottoms[1:]
         to_x, to_z = StackedSum(np.ones(2)).split(rule, [self._gate(saved) * x, z], saved.tops[0], top_relevance[0])
         return [np.zeros_like(saved.bottoms[0]), to_x, to_z]
 
-    @handles(Transposed)
+    @handles(Transposed, reads=("bottoms",))
     def _transposed(self, rule, saved, top_relevance):
         r = top_relevance[0]
         return [np.zeros_like(saved.bottoms[0]), self._gate(saved) * r, r.copy()]
 
-    @handles(Gradient)
+    @handles(Gradient, reads=("bottoms",))
     def _gradient(self, rule, saved, top_relevance):
         a, x = saved.bottoms[:2]
         r = top_relevance[0]

@@ -8,7 +8,9 @@ handlers, and a handler for a rule type also serves its subtypes (``Folded`` is 
 
 from __future__ import annotations
 
+import collections
 import functools
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -28,12 +30,60 @@ class Saved:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+class DerivedArrays:
+    """Arrays derived from weights (w⁺ and w⁻, the stacked kernels of the fused α-β forms), kept across batches
+    within a byte budget, least recently used out first: a small net keeps them all, a large one recomputes what
+    does not fit instead of holding several copies of its weights. Keyed by a kind and the identity of the source
+    arrays (kept referenced, so an id is never reused while its entry lives); safe across threads."""
+
+    def __init__(self, budget: int):
+        self.budget, self.used = budget, 0
+        self.items: collections.OrderedDict = collections.OrderedDict()
+        self.lock = threading.Lock()
+
+    @staticmethod
+    def _size(value) -> int:
+        """Bytes of an array, a tuple of arrays, or a layer (its weight and bias)."""
+        if isinstance(value, tuple):
+            return sum(a.nbytes for a in value)
+        if isinstance(value, np.ndarray):
+            return value.nbytes
+        return value.weight.nbytes + (value.bias.nbytes if value.bias is not None else 0)
+
+    def get(self, kind: tuple, sources: list[np.ndarray], make: Callable[[], Any]) -> Any:
+        key = (*kind, *(id(a) for a in sources))
+        with self.lock:
+            hit = self.items.get(key)
+            if hit is not None and all(a is b for a, b in zip(hit[0], sources, strict=True)):
+                self.items.move_to_end(key)
+                return hit[1]
+        value = make()
+        size = self._size(value)
+        with self.lock:
+            if size <= self.budget and key not in self.items:
+                self.items[key] = (list(sources), value)
+                self.used += size
+                while self.used > self.budget:
+                    _, (_, old) = self.items.popitem(last=False)
+                    self.used -= self._size(old)
+        return value
+
+
+#: the process's weight-derived arrays (64 MB: CaffeNet's and SqueezeNet's all fit, 38 and 6 MB)
+DERIVED = DerivedArrays(64 << 20)
+
 Handler = Callable[[Any, Rule, Saved, list[np.ndarray]], list[np.ndarray]]
 
 
-def handles(*rule_types: type[Rule]) -> Callable[[Handler], Handler]:
+#: What a relevance step may read of a layer's forward pass: its inputs, its outputs, its private state.
+EVERYTHING = ("bottoms", "tops", "state")
+Reads = tuple[str, ...] | Callable[[Rule], tuple[str, ...]]
+
+
+def handles(*rule_types: type[Rule], reads: Reads = EVERYTHING) -> Callable[[Handler], Handler]:
     """Mark a layer method ``(self, rule, saved, top_relevance) -> bottom relevance`` as the relevance step for
-    these rule types."""
+    these rule types. ``reads``: which parts of :class:`Saved` the step reads the values of (or a function of the
+    rule that says so); the forward pass keeps only those — of the others just their shapes (:class:`ShapeOnly`)."""
 
     def mark(method: Handler) -> Handler:
         @functools.wraps(method)
@@ -41,9 +91,26 @@ def handles(*rule_types: type[Rule]) -> Callable[[Handler], Handler]:
             return method(*args)
 
         handler.rule_types = rule_types  # collected by Layer.__init_subclass__
+        handler.reads = reads
         return handler
 
     return mark
+
+
+@dataclass(frozen=True)
+class ShapeOnly:
+    """What the forward pass keeps of an array whose values no relevance step reads: its shape and type."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @staticmethod
+    def of(array) -> ShapeOnly:
+        return array if isinstance(array, ShapeOnly) else ShapeOnly(tuple(array.shape), array.dtype)
 
 
 class Layer:
@@ -98,6 +165,13 @@ class Layer:
         """Whether :meth:`relevance` can apply ``rule`` (checked for every layer before any image is run)."""
         return self._handler(rule) is not None
 
+    def reads(self, rule: Rule) -> tuple[str, ...]:
+        """Which parts of its forward pass this layer's step for ``rule`` reads (see :func:`handles`)."""
+        handler = self._handler(rule)
+        if handler is None:
+            return EVERYTHING
+        return handler.reads(rule) if callable(handler.reads) else handler.reads
+
     def relevance(self, rule: Rule, saved: Saved, top_relevance: list[np.ndarray]) -> list[np.ndarray]:
         """Relevance (or gradient) at the tops → at the bottoms, by ``rule``."""
         handler = self._handler(rule) if self.supports(rule) else None
@@ -107,7 +181,7 @@ class Layer:
 
     def pass_through(self, rule: Rule, saved: Saved, top_relevance: list[np.ndarray]) -> list[np.ndarray]:
         """Relevance unchanged, reshaped back to the bottoms' shapes. Layers register it for the rules it serves:
-        ``pass_through = handles(Pass, Gradient)(Layer.pass_through)``."""
+        ``pass_through = handles(Pass, Gradient, reads=())(Layer.pass_through)`` (it reads the shapes only)."""
         return [r.reshape(b.shape) for r, b in zip(top_relevance, saved.bottoms, strict=False)]
 
     def describe(self) -> str:

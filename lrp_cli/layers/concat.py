@@ -32,7 +32,7 @@ class Concat(Layer):
     def forward(self, bottoms):
         return [np.concatenate(bottoms, axis=self.axis)], {}
 
-    @handles(Pass, Gradient)
+    @handles(Pass, Gradient, reads=())
     def _slices(self, rule, saved, top_relevance):
         bounds = np.cumsum([b.shape[self.axis] for b in saved.bottoms])[:-1]
         return np.split(top_relevance[0], bounds, axis=self.axis)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 
 from ..errors import ModelError
 from ..rules import _ratio_or_zero
-from .base import check_shape, pair, require_blobs
+from .base import DERIVED, check_shape, pair, require_blobs
 from .linear import LinearLayer
 from .windows import (
     adjoint_signal_gemm,
@@ -22,8 +20,6 @@ from .windows import (
     dilate_kernel,
     im2col,
 )
-
-_CACHE_LOCK = threading.Lock()
 
 
 class Convolution(LinearLayer):
@@ -104,27 +100,20 @@ class Convolution(LinearLayer):
     def _block_kernel(self, weights: list[list[np.ndarray]]) -> np.ndarray:
         """The P×Q block as G×(P·Mg)×(Q·Cg·kh·kw) matrices (rows: part, output; columns: part, input, tap).
 
-        Kept for the last few blocks (keyed by the identity of the weight arrays, which the rules reuse)."""
+        Kept in :data:`DERIVED` while it fits (keyed by the identity of the weight arrays, which the rules reuse)."""
         flat = [w for row in weights for w in row]
-        key = (len(weights), *(id(w) for w in flat))
-        with _CACHE_LOCK:  # several threads may explain slices of one batch
-            hit = self.__dict__.setdefault("_cache_blocks", {}).get(key)
-        if hit is not None and all(a is b for a, b in zip(hit[0], flat, strict=True)):
-            return hit[1]
-        g = self.group
-        m, cg, kh, kw = self.weight.shape
-        p, q = len(weights), len(weights[0])
-        block = np.empty((g, p, m // g, q, cg, kh, kw), np.float32)
-        for i, row in enumerate(weights):  # P·Q copies of the weight, no per-element loop
-            for j, w in enumerate(row):
-                block[:, i, :, j] = w.reshape(g, m // g, cg, kh, kw)
-        block = block.reshape(g, p * (m // g), q * cg * kh * kw)
-        with _CACHE_LOCK:
-            cache = self.__dict__["_cache_blocks"]
-            if len(cache) >= 6:
-                cache.pop(next(iter(cache)))
-            cache[key] = (flat, block)
-        return block
+
+        def make() -> np.ndarray:
+            g = self.group
+            m, cg, kh, kw = self.weight.shape
+            p, q = len(weights), len(weights[0])
+            block = np.empty((g, p, m // g, q, cg, kh, kw), np.float32)
+            for i, row in enumerate(weights):  # P·Q copies of the weight, no per-element loop
+                for j, w in enumerate(row):
+                    block[:, i, :, j] = w.reshape(g, m // g, cg, kh, kw)
+            return block.reshape(g, p * (m // g), q * cg * kh * kw)
+
+        return DERIVED.get(("blocks", len(weights)), flat, make)
 
     # -- forward that keeps its columns, and the fused α-β rule that reuses them ------------------------------------
     def forward(self, bottoms):
@@ -144,12 +133,9 @@ class Convolution(LinearLayer):
         return [z], {"columns": columns}
 
     def weight_parts(self) -> tuple[np.ndarray, np.ndarray]:
-        """(w⁺, w⁻) = (max(w, 0), min(w, 0)), computed once per weight array (weights do not change)."""
-        cached = self.__dict__.get("_cache_parts")
-        if cached is None or cached[0] is not self.weight:
-            cached = (self.weight, np.maximum(self.weight, 0), np.minimum(self.weight, 0))
-            self._cache_parts = cached
-        return cached[1], cached[2]
+        """(w⁺, w⁻) = (max(w, 0), min(w, 0)) (kept in :data:`DERIVED` while they fit)."""
+        w = self.weight
+        return DERIVED.get(("parts",), [w], lambda: (np.maximum(w, 0), np.minimum(w, 0)))
 
     def alpha_beta(self, x, relevance, alpha, beta, mixed, state=None):
         """The α-β rule (see :class:`lrp_cli.rules.AlphaBeta`) in the GEMM layout throughout, on the forward pass's

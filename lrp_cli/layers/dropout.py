@@ -14,4 +14,4 @@ class Dropout(Layer):
     def forward(self, bottoms):
         return [bottoms[0]], {}
 
-    pass_through = handles(Pass, Gradient)(Layer.pass_through)
+    pass_through = handles(Pass, Gradient, reads=())(Layer.pass_through)

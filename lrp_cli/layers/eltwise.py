@@ -7,7 +7,7 @@ import numpy as np
 from ..errors import ModelError
 from ..rules import Gradient, LinearRule, Pass, Rule, Transposed, WinnerTakesAll
 from .base import Layer, handles
-from .linear import LinearLayer
+from .linear import LinearLayer, linear_reads
 
 PROD, SUM, MAX = 0, 1, 2
 
@@ -86,19 +86,19 @@ class Eltwise(Layer):
         allowed = {SUM: LinearRule, MAX: WinnerTakesAll, PROD: (Pass, Transposed)}
         return isinstance(rule, allowed[self.operation])
 
-    @handles(LinearRule)
+    @handles(LinearRule, reads=linear_reads)
     def _linear_rule(self, rule, saved, top_relevance):
         """SUM: the rule applied to the bottoms stacked along a new axis 1, with the coefficients as weights."""
         return StackedSum(self._weights(len(saved.bottoms))).split(rule, saved.bottoms, saved.tops[0],
                                                                     top_relevance[0])
 
-    @handles(Pass)
+    @handles(Pass, reads=())
     def _gate_pass(self, rule, saved, top_relevance):
         """PROD under the LRP formulas: the first bottom is the signal, the others gates held constant
         (:mod:`lrp_cli.layers.gates`): the signal takes all the relevance."""
-        return [top_relevance[0].copy()] + [np.zeros_like(b) for b in saved.bottoms[1:]]
+        return [top_relevance[0].copy()] + [np.zeros(b.shape, b.dtype) for b in saved.bottoms[1:]]
 
-    @handles(Transposed)
+    @handles(Transposed, reads=("bottoms",))
     def _transposed(self, rule, saved, top_relevance):
         """SUM: the linear rule (c_k·R to bottom k); PROD: the signal gets the gated R, g ⊙ R, the gates none."""
         if self.operation == SUM:
@@ -108,12 +108,12 @@ class Eltwise(Layer):
             signal *= gate
         return [signal] + [np.zeros_like(b) for b in saved.bottoms[1:]]
 
-    @handles(WinnerTakesAll)
+    @handles(WinnerTakesAll, reads=("state",))
     def _winner_takes_all(self, rule, saved, top_relevance):
         winner, r = saved.extra["winner"], top_relevance[0]
         return [np.where(winner == k, r, np.float32(0)) for k in range(len(saved.bottoms))]
 
-    @handles(Gradient)
+    @handles(Gradient, reads=("bottoms", "state"))
     def _gradient(self, rule, saved, top_relevance):
         r = top_relevance[0]
         if self.operation == SUM:

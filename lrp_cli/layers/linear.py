@@ -11,6 +11,12 @@ from ..rules import Gradient, LinearRule, Transposed, alpha_beta_generic
 from .base import Layer, handles
 
 
+def linear_reads(rule: LinearRule) -> tuple[str, ...]:
+    """What a linear rule's step reads: the input x, the output z (:attr:`lrp_cli.rules.LinearRule.reads`), and
+    the layer's state (its forward caches)."""
+    return (*(["bottoms"] if "x" in rule.reads else []), *(["tops"] if "z" in rule.reads else []), "state")
+
+
 class LinearLayer(Layer):
     """A layer z = W·x + b. Subclasses provide ``linear`` (W·x for any W of the weight's shape) and its adjoint.
 
@@ -42,7 +48,7 @@ class LinearLayer(Layer):
     def with_parameters(self, weight: np.ndarray, bias: np.ndarray | None) -> LinearLayer:
         """A copy of this layer with other weights (the BatchNorm/Scale fold of :mod:`lrp_cli.canonize`)."""
         twin = object.__new__(type(self))
-        twin.__dict__.update({k: v for k, v in self.__dict__.items() if not k.startswith("_cache")})
+        twin.__dict__.update(self.__dict__)
         twin.weight, twin.bias = weight, bias
         return twin
 
@@ -60,11 +66,11 @@ class LinearLayer(Layer):
         inputs, or None. The base class takes the generic step."""
         return alpha_beta_generic(self, x, relevance, alpha, beta)
 
-    @handles(LinearRule)
+    @handles(LinearRule, reads=linear_reads)
     def _linear_rule(self, rule, saved, top_relevance):
         return [rule.relevance(self, saved.bottoms[0], saved.tops[0], top_relevance[0], saved.extra)]
 
-    @handles(Gradient)
+    @handles(Gradient, reads=())
     def _gradient(self, rule, saved, top_relevance):
         """The derivative of a linear map is its transpose."""
         return [Transposed().relevance(self, saved.bottoms[0], saved.tops[0], top_relevance[0])]

@@ -63,9 +63,9 @@ class LRN(Layer):
             scale = (1 + self.alpha / self.size**2 * window_sums(x * x, rows, cols)).astype(x.dtype)
         return [x * scale ** np.float32(-self.beta)], {"scale": scale}
 
-    pass_through = handles(Pass)(Layer.pass_through)
+    pass_through = handles(Pass, reads=())(Layer.pass_through)
 
-    @handles(LrnRule)
+    @handles(LrnRule, reads=("bottoms", "state"))
     def _lrn_rule(self, rule, saved, top_relevance):
         if self.region != ACROSS_CHANNELS:
             return self.pass_through(rule, saved, top_relevance)

@@ -153,11 +153,11 @@ class Pooling(Layer):
         wanted = WinnerTakesAll if self.method == MAX else Proportional
         return isinstance(rule, (wanted, Gradient))
 
-    @handles(WinnerTakesAll)
+    @handles(WinnerTakesAll, reads=("state",))
     def _winner_takes_all(self, rule, saved, top_relevance):
         return [self._to_argmax(saved, top_relevance[0])]
 
-    @handles(Proportional)
+    @handles(Proportional, reads=("bottoms", "state"))
     def _proportional(self, rule, saved, top_relevance):
         r = top_relevance[0]
         x = saved.bottoms[0]
@@ -167,7 +167,7 @@ class Pooling(Layer):
         ratio = np.where(small, 0.0, r / np.where(small, 1.0, sums)) + small
         return [(x * self._spread(ratio, rows, cols, x.shape)).astype(x.dtype)]
 
-    @handles(Gradient)
+    @handles(Gradient, reads=("state",))
     def _gradient(self, rule, saved, top_relevance):
         r = top_relevance[0]
         if self.method == MAX:

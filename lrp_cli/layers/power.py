@@ -37,9 +37,9 @@ class Power(Layer):
             return [base if base is not x else x.copy()], {}
         return [np.power(base, self.power).astype(x.dtype, copy=False)], {}
 
-    pass_through = handles(Pass)(Layer.pass_through)
+    pass_through = handles(Pass, reads=())(Layer.pass_through)
 
-    @handles(Gradient)
+    @handles(Gradient, reads=("bottoms",))
     def _gradient(self, rule, saved, top_relevance):
         r = top_relevance[0]
         if self.power == 0:

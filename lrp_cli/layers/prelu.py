@@ -32,9 +32,9 @@ class PReLU(Layer):
         x = bottoms[0]
         return [np.maximum(x, 0) + self._slopes(x) * np.minimum(x, 0)], {}
 
-    pass_through = handles(Pass)(Layer.pass_through)
+    pass_through = handles(Pass, reads=())(Layer.pass_through)
 
-    @handles(Gradient)
+    @handles(Gradient, reads=("bottoms",))
     def _gradient(self, rule, saved, top_relevance):
         x, r = saved.bottoms[0], top_relevance[0]
         return [np.where(x > 0, r, self._slopes(x) * r)]

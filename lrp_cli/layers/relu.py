@@ -25,17 +25,17 @@ class ReLU(Layer):
             y += self.negative_slope * np.minimum(x, 0)
         return [y], {}
 
-    pass_through = handles(Pass)(Layer.pass_through)
+    pass_through = handles(Pass, reads=())(Layer.pass_through)
 
-    @handles(Positive)
+    @handles(Positive, reads=())
     def _positive(self, rule, saved, top_relevance):
         return [np.maximum(top_relevance[0], 0)]
 
-    @handles(Guided)
+    @handles(Guided, reads=("bottoms",))
     def _guided(self, rule, saved, top_relevance):
         return [np.maximum(top_relevance[0], 0) * (saved.bottoms[0] > 0)]
 
-    @handles(Gradient)
+    @handles(Gradient, reads=("bottoms",))
     def _gradient(self, rule, saved, top_relevance):
         x, r = saved.bottoms[0], top_relevance[0]
         if self.negative_slope:

@@ -18,20 +18,20 @@ class ReLU6(Layer):
     def forward(self, bottoms):
         return [np.clip(bottoms[0], 0, 6)], {}
 
-    pass_through = handles(Pass)(Layer.pass_through)
+    pass_through = handles(Pass, reads=())(Layer.pass_through)
 
     @staticmethod
     def _active(x):
         return (x > 0) & (x < 6)
 
-    @handles(Gradient)
+    @handles(Gradient, reads=("bottoms",))
     def _gradient(self, rule, saved, top_relevance):
         return [np.where(self._active(saved.bottoms[0]), top_relevance[0], np.float32(0))]
 
-    @handles(Positive)
+    @handles(Positive, reads=())
     def _positive(self, rule, saved, top_relevance):
         return [np.maximum(top_relevance[0], 0)]
 
-    @handles(Guided)
+    @handles(Guided, reads=("bottoms",))
     def _guided(self, rule, saved, top_relevance):
         return [np.where(self._active(saved.bottoms[0]), np.maximum(top_relevance[0], 0), np.float32(0))]

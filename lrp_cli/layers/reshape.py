@@ -47,6 +47,6 @@ class Reshape(Layer):
         x = bottoms[0]
         return [x.reshape(self.output_shapes([x.shape])[0])], {}
 
-    pass_through = handles(Pass, Gradient)(Layer.pass_through)
+    pass_through = handles(Pass, Gradient, reads=())(Layer.pass_through)
 
 

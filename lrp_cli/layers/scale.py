@@ -82,16 +82,16 @@ class GatedScale(Layer, register=False):
         x, s = bottoms
         return [x * self._gate(x, s)], {}
 
-    @handles(Pass)
+    @handles(Pass, reads=())
     def _to_signal(self, rule, saved, top_relevance):
-        return [top_relevance[0].copy(), np.zeros_like(saved.bottoms[1])]
+        return [top_relevance[0].copy(), np.zeros(saved.bottoms[1].shape, saved.bottoms[1].dtype)]
 
-    @handles(Transposed)
+    @handles(Transposed, reads=("bottoms",))
     def _transposed(self, rule, saved, top_relevance):
         x, s = saved.bottoms
         return [top_relevance[0] * self._gate(x, s), np.zeros_like(s)]
 
-    @handles(Gradient)
+    @handles(Gradient, reads=("bottoms",))
     def _gradient(self, rule, saved, top_relevance):
         x, s = saved.bottoms
         r = top_relevance[0]

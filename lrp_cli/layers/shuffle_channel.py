@@ -42,7 +42,7 @@ class ShuffleChannel(Layer):
             raise ModelError(f"{self.describe()}: {x.shape[1]} channels do not split into {self.group} groups")
         return [self._transpose_grid(x, self.group)], {}
 
-    @handles(Pass, Gradient)
+    @handles(Pass, Gradient, reads=())
     def _unshuffle(self, rule, saved, top_relevance):
         r = top_relevance[0]
         return [self._transpose_grid(r, r.shape[1] // self.group)]

@@ -17,9 +17,9 @@ class Sigmoid(Layer):
         x = bottoms[0]
         return [(0.5 * np.tanh(0.5 * x) + 0.5).astype(x.dtype)], {}
 
-    pass_through = handles(Pass)(Layer.pass_through)
+    pass_through = handles(Pass, reads=())(Layer.pass_through)
 
-    @handles(Gradient)
+    @handles(Gradient, reads=("tops",))
     def _gradient(self, rule, saved, top_relevance):
         y = saved.tops[0]
         return [top_relevance[0] * y * (1 - y)]

@@ -54,6 +54,6 @@ class Slice(Layer):
         axis = self.axis % x.ndim
         return np.split(x, self.bounds(x.shape[axis]), axis=axis), {}
 
-    @handles(Pass, Gradient)
+    @handles(Pass, Gradient, reads=())
     def _concatenate(self, rule, saved, top_relevance):
         return [np.concatenate(top_relevance, axis=self.axis % saved.bottoms[0].ndim)]

@@ -28,11 +28,11 @@ class Softmax(Layer):
         e = np.exp(x - x.max(axis=self.axis, keepdims=True))
         return [e / e.sum(axis=self.axis, keepdims=True)], {}
 
-    @handles(Probabilities)
+    @handles(Probabilities, reads=("tops",))
     def _probabilities(self, rule, saved, top_relevance):
         return [saved.tops[0].copy()]
 
-    @handles(Gradient)
+    @handles(Gradient, reads=("tops",))
     def _gradient(self, rule, saved, top_relevance):
         y, r = saved.tops[0], top_relevance[0]
         return [y * (r - (r * y).sum(axis=self.axis, keepdims=True))]

@@ -21,7 +21,7 @@ class Split(Layer):
     def forward(self, bottoms):
         return [bottoms[0]] * self.top_count, {}
 
-    @handles(Pass, Gradient)
+    @handles(Pass, Gradient, reads=())
     def _sum(self, rule, saved, top_relevance):
         present = [r for r in top_relevance if r is not None]
         total = present[0].copy()

@@ -16,9 +16,9 @@ class TanH(Layer):
     def forward(self, bottoms):
         return [np.tanh(bottoms[0])], {}
 
-    pass_through = handles(Pass)(Layer.pass_through)
+    pass_through = handles(Pass, reads=())(Layer.pass_through)
 
-    @handles(Gradient)
+    @handles(Gradient, reads=("tops",))
     def _gradient(self, rule, saved, top_relevance):
         y = saved.tops[0]
         return [top_relevance[0] * (1 - y * y)]

@@ -79,10 +79,11 @@ class NetBuilder:
         self.channels[top] = num_output
         return top
 
-    def batchnorm(self, name, bottom, top=None, factor: float = 3.75, eps: float = 1e-5) -> str:
+    def batchnorm(self, name, bottom, top=None, factor: float = 3.75, eps: float = 1e-5,
+                  mean_scale: float = 0.5) -> str:
         """Stored statistics are mean·factor, var·factor and the moving-average factor itself (Caffe's layout)."""
         c = self.channels[bottom]
-        mean, var = self.randn(c, scale=0.5), self.uniform(0.3, 2.0, c)
+        mean, var = self.randn(c, scale=mean_scale), self.uniform(0.3, 2.0, c)
         blobs = [mean * factor, var * factor, np.array([factor], np.float32)]
         top = self.add(name, "BatchNorm", bottom, top, blobs,
                        batch_norm_param={"use_global_stats": True, "eps": eps})
@@ -285,6 +286,38 @@ def zoo_like(zero_bias: bool) -> NetBuilder:
     b.add("fc", "InnerProduct", "pool", None,
           [b.randn(5, 10 * 2 * 2, scale=0.3)] + ([] if zero_bias else [b.randn(5, scale=0.1)]),
           inner_product_param={"num_output": 5, "bias_term": not zero_bias})
+    b.channels["fc"] = 5
+    b.same("prob", "Softmax", "fc")
+    return b
+
+
+def residual_net(blocks: int = 3, seed: int = 31, width: int = 32) -> NetBuilder:
+    """A ResNet-style net without any bias (convolutions and the classifier without bias terms, BatchNorm with
+    zero means and random variances, Scale with random signed γ and no β), ``width`` channels (fan-ins large enough
+    that a neuron with contributions of one sign only is rare): conv → BN → Scale → ReLU, then
+    ``blocks`` residual blocks (two 3×3 conv-BN-Scale with a ReLU between; identity shortcuts, a 1×1 projection
+    with stride 2 in every second block), Eltwise SUM, ReLU; global AVE pooling, InnerProduct, Softmax."""
+    b = NetBuilder((1, 3, 16, 16), name="residual", seed=seed)
+
+    def unit(name, bottom, cout, kernel, relu=True, **conv):
+        b.conv(name, bottom, cout, kernel, bias=False, **conv)
+        b.batchnorm(f"bn_{name}", name, top=name, mean_scale=0.0)
+        b.scale(f"scale_{name}", name, top=name, bias=False)
+        if relu:
+            b.same(f"relu_{name}", "ReLU", name, top=name)
+        return name
+
+    x = unit("conv1", "data", width, 3, pad=[1])
+    for k in range(blocks):
+        stride = 2 if k % 2 else 1
+        branch = unit(f"res{k}a", x, width, 3, pad=[1], stride=[stride])
+        branch = unit(f"res{k}b", branch, width, 3, relu=False, pad=[1])
+        shortcut = unit(f"res{k}s", x, width, 1, relu=False, stride=[stride]) if stride > 1 else x
+        x = b.same(f"res{k}", "Eltwise", [branch, shortcut], eltwise_param={"operation": "SUM"})
+        b.same(f"res{k}_relu", "ReLU", x, top=x)
+    b.same("pool", "Pooling", x, pooling_param={"pool": "AVE", "global_pooling": True})
+    b.add("fc", "InnerProduct", "pool", None, [b.randn(5, width, scale=width**-0.5)],
+          inner_product_param={"num_output": 5, "bias_term": False})
     b.channels["fc"] = 5
     b.same("prob", "Softmax", "fc")
     return b

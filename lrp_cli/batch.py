@@ -148,6 +148,8 @@ def _pending(demo: Demo, item, plan: Plan):
         except LrpError as exc:
             return None, Result(item, error=str(exc))
         if all(os.path.exists(f) for f in files):
+            # a run killed while rewriting these outputs left its temporary files next to the complete ones
+            demo.remove_stale_temps(item)
             return None, Result(item, files=files, skipped=True)
     return item, None
 

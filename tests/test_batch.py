@@ -324,6 +324,9 @@ class StubDemo:
     def output_files(self, entry):
         return [self.existing] if self.existing else [f"/nonexistent/{entry.line}"]
 
+    def remove_stale_temps(self, entry):
+        return []
+
     def run(self, entries, threads=1):
         return [Result(e, files=[f"/out/{e.line}"]) for e in entries]
 

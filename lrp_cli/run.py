@@ -126,6 +126,7 @@ class Demo:
         return [results[id(e)] for e in entries]
 
     def _write(self, item: Item, explanation, result: Result) -> None:
+        explanation.check()  # NaN or ±Inf arose in the net for this image: its entry fails, never NaN files
         result.top = explanation.top5
         result.classes = explanation.classes
         files = self.output_files(item.entry)

@@ -255,6 +255,9 @@ def _blob_values(**where):
     return _blob(_npy_bytes(array))
 
 
+#: ±3e38 in a checkerboard: finite, but conv1's sums overflow to +Inf and −Inf, which meet as NaN in max pooling
+SIGNED_3E38 = np.where(np.indices((3, 32, 32)).sum(axis=0) % 2 == 0, 3e38, -3e38).astype(np.float32)
+
 def _fatal_model(rel: str, problem: str) -> str:
     return rf"/.*/{F(rel)}: {problem}"
 
@@ -546,6 +549,16 @@ CASES = [
     Case("output-name-over-255-bytes", "entry", _good_copy(f"someimages/{LONG}"),
          rf"someimages/{LONG}: output file name …x{{17}}\.jpg_as_inputted_into_the_dnn\.png is 259 bytes long, above "
          r"the 255-byte limit", bad_line=f"someimages/{LONG} -1"),
+    # -- hostile: values that overflow inside the net (per image, never the batch) ----------------------------------
+    Case("npy-3e38-overflows-inside-the-net", "entry", _blob(_npy_bytes(np.full((3, 32, 32), 3e38, np.float32))),
+         r"someimages/blob\.npy: the forward pass produced non-finite values \(NaN/Inf\) at layer 'conv1'",
+         bad_line=BLOB_LINE, args=("--batch-size", "4"), earlier=BLOB),
+    Case("npy-overflow-to-nan-before-max-pooling", "entry", _blob(_npy_bytes(SIGNED_3E38)),
+         r"someimages/blob\.npy: the forward pass produced non-finite values \(NaN/Inf\) at layer 'conv1'",
+         bad_line=BLOB_LINE, args=("--batch-size", "4")),
+    Case("npy-1e20-overflows-in-lrn", "entry", _blob(_npy_bytes(np.full((3, 32, 32), 1e20, np.float32))),
+         r"someimages/blob\.npy: the forward pass produced non-finite values \(NaN/Inf\) at layer 'norm2'",
+         bad_line=BLOB_LINE, args=("--jobs", "2", "--batch-size", "3")),
 ]
 
 
@@ -818,3 +831,93 @@ def test_a_run_killed_midway_and_resumed_ends_with_exactly_the_complete_outputs(
     assert run_child(args, whole)[0] == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{name}{s}" for name in names for s in SUFFIXES)
     assert _snapshot(out, out / "nothing") == _snapshot(whole / "output/someimages", whole / "nothing")
+
+
+# -- non-finite values arising inside the net: per image, never the batch ---------------------------------------------
+@pytest.mark.parametrize("kernel,stride,pad,hw", [(3, 2, 0, (7, 7)), (2, 2, 0, (5, 7)), (3, 2, 1, (6, 6))])
+def test_max_pooling_gives_a_window_holding_nan_its_first_nan(kernel, stride, pad, hw):
+    """A window holding NaN has the maximum NaN and its first NaN (row-major) as the winner; every other window keeps
+    its first maximum. (NaN equals nothing, so before, no tap matched and the winner's index ran off the window.)"""
+    from test_rules import caffe_windows, pool_layer
+
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 3, *hw)).astype(np.float32)
+    x[0, 1, 1, 2] = x[0, 1, 2, 1] = x[1, 2, -1, -1] = np.nan
+    x[1, 0, 0, 0] = np.inf
+    (y,), state = pool_layer(0, kernel, stride, pad).forward([x])
+    rows, cols = caffe_windows(hw[0], kernel, stride, pad), caffe_windows(hw[1], kernel, stride, pad)
+    assert y.shape == (2, 3, len(rows), len(cols))
+    for n, c in np.ndindex(2, 3):
+        for ph, (hs, he, _) in enumerate(rows):
+            for pw, (ws, we, _) in enumerate(cols):
+                window = [(x[n, c, h, w], h * hw[1] + w) for h in range(hs, he) for w in range(ws, we)]
+                nans = [at for value, at in window if np.isnan(value)]
+                if nans:
+                    assert np.isnan(y[n, c, ph, pw]) and state["argmax"][n, c, ph, pw] == nans[0]
+                else:
+                    best = max(value for value, _ in window)
+                    first = next(at for value, at in window if value == best)
+                    assert y[n, c, ph, pw] == best and state["argmax"][n, c, ph, pw] == first
+    assert np.isnan(y).sum() >= 3
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    from lrp_cli.api import load_caffe
+
+    cached = reference_models_dir("tiny")
+    return load_caffe(REFERENCE / "models" / "tiny" / "deploy.prototxt", cached / "tiny" / "tiny_seed3.caffemodel",
+                      mean=(104, 117, 123), last_layer=-2, numclasses=10)
+
+
+def test_an_image_that_overflows_in_the_net_fails_alone(tiny_model):
+    """Finite blobs whose values overflow float32 inside the net get a problem naming the first layer that produced
+    NaN or ±Inf; the other images of the batch are exactly what they are in a batch of good images (of the same size:
+    for nets this small OpenBLAS's kernel, and so the last bits, can depend on the batch size); the API raises."""
+    from lrp_cli.api import Prepared
+    from lrp_cli.errors import RelevanceError
+
+    rng = np.random.default_rng(3)
+    good = [rng.uniform(-120, 130, (3, 32, 32)).astype(np.float32) for _ in range(5)]
+    bad = {"3e38": np.full((3, 32, 32), 3e38, np.float32), "signed": SIGNED_3E38,
+           "1e20": np.full((3, 32, 32), 1e20, np.float32)}
+    blobs = [good[0], *bad.values(), good[1]]
+    batch = tiny_model.explain_inputs([Prepared(f"blob{n}", b) for n, b in enumerate(blobs)], [-1] * len(blobs))
+    clean = tiny_model.explain_inputs([Prepared(f"good{n}", b) for n, b in enumerate([good[0], *good[2:], good[1]])],
+                                      [-1] * len(blobs))
+    assert [e.problem for e in batch] == [
+        None,
+        "the forward pass produced non-finite values (NaN/Inf) at layer 'conv1'",
+        "the forward pass produced non-finite values (NaN/Inf) at layer 'conv1'",
+        "the forward pass produced non-finite values (NaN/Inf) at layer 'norm2'",
+        None,
+    ]
+    for n in (0, len(blobs) - 1):
+        assert clean[n].problem is None and np.isfinite(clean[n].rawhm).all()
+        np.testing.assert_array_equal(batch[n].rawhm, clean[n].rawhm)
+        np.testing.assert_array_equal(batch[n].scores, clean[n].scores)
+    with pytest.raises(RelevanceError, match=r"^blob1: the forward pass produced non-finite values \(NaN/Inf\) at "
+                                             r"layer 'conv1'$"):
+        batch[1].save("/nonexistent")  # refused before anything is written
+    with pytest.raises(RelevanceError, match=r"^<array>: the forward pass produced .* at layer 'conv1'$"):
+        tiny_model.explain([good[0], bad["3e38"]])
+
+
+def test_relevance_that_comes_out_non_finite_is_a_problem_of_its_image(tiny_model, monkeypatch):
+    """A finite forward pass whose relevance is NaN or ±Inf for one image (here made so) is that image's problem."""
+    from lrp_cli.api import Prepared
+    from lrp_cli.net import Net
+
+    real = Net.propagate
+
+    def propagate(self, *args, **kwargs):
+        relevance = real(self, *args, **kwargs).copy()
+        relevance[1, 0, 3, 4] = np.inf
+        return relevance
+
+    monkeypatch.setattr(Net, "propagate", propagate)
+    rng = np.random.default_rng(4)
+    blobs = [rng.uniform(-120, 130, (3, 32, 32)).astype(np.float32) for _ in range(3)]
+    batch = tiny_model.explain_inputs([Prepared(f"blob{n}", b) for n, b in enumerate(blobs)], [-1, -2, 3])
+    assert [e.problem for e in batch] == [
+        None, "the relevance came out non-finite (NaN/Inf) although the forward pass was finite", None]

@@ -1,22 +1,28 @@
 """Command line: ``lrp-demo CONFIG FILELIST PREPENDPATH`` and ``lrp-parallel-demo CONFIG FILELIST PREFIX``.
 
-Thin: parse options, hand the work to :mod:`lrp_cli.batch`, report. Exit status 0 when every entry succeeded,
-1 when any failed (or a fatal error stopped the run), 2 for bad usage.
+Thin: parse options, hand the work to :mod:`lrp_cli.batch`, report. Exit status 0 when
+every entry succeeded, 1 when any failed (or a fatal error stopped the run), 2 for bad usage, 130 after SIGINT
+(Ctrl-C) and 143 after SIGTERM (the run's workers stopped and its temporary files removed first).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import click
 
 from . import __version__
 from .api import load
-from .batch import Plan, Shard, run_entries
+from .batch import Plan, Shard, run_entries, scheduler_address
 from .config import load_config
 from .errors import LrpError
 from .filelist import FileListLineError, iter_filelist
@@ -53,9 +59,11 @@ def _options(command):
                      help="Worker processes (each loads the model once)."),
         click.option("--threads", type=click.IntRange(min=1), default=None,
                      help="Threads per process that explain slices of each batch [default: cores / jobs]."),
-        click.option("--backend", type=click.Choice(["loky", "dask"]), default="loky", show_default=True,
-                     help="Where the workers run: local processes or a Dask cluster."),
-        click.option("--scheduler", default=None, help="Dask scheduler address (tcp://host:port) for --backend dask."),
+        click.option("--backend", type=click.Choice(["loky", "dask"]), default=None,
+                     help="Where the workers run: local processes or a Dask cluster [default: loky; dask with "
+                          "--scheduler]."),
+        click.option("--scheduler", default=None,
+                     help="Dask scheduler address (tcp://host:port); implies --backend dask."),
         click.option("--shard", default=None, metavar="I/N", help="Process only list positions p with p %% N == I."),
         click.option("--skip-existing", is_flag=True, help="Skip entries whose outputs all exist (resume a run)."),
         click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS, show_default=True,
@@ -109,7 +117,7 @@ class _Args:
     npy: bool
     jobs: int
     threads: int | None
-    backend: str
+    backend: str | None
     scheduler: str | None
     shard: str | None
     skip_existing: bool
@@ -118,6 +126,16 @@ class _Args:
     json_lines: bool
     fail_fast: bool
     quiet: bool
+
+
+def _checked_backend(args: _Args) -> _Args:
+    """The arguments with the backend decided (``--scheduler`` implies dask) and the scheduler address checked and
+    completed, before anything is loaded; LrpError for --scheduler with --backend loky or a bad address."""
+    if args.scheduler is None:
+        return dataclasses.replace(args, backend=args.backend or "loky")
+    if args.backend == "loky":
+        raise LrpError(f"--scheduler {args.scheduler}: a Dask scheduler needs --backend dask, not --backend loky")
+    return dataclasses.replace(args, backend="dask", scheduler=scheduler_address(args.scheduler))
 
 
 def _plan(args: _Args, demo: Demo, batch_size: int | str | None) -> Plan:
@@ -203,23 +221,66 @@ def _main(program: str, batch_size: int | str | None, **options) -> int:
     started = time.perf_counter()
     args = _Args(**options)
     report = _Report(program, args)
-    try:
-        config = load_config(args.config)
-        outputs = OutputOptions(args.minimal_output, args.original_names, args.colormap, args.overlay, args.npy,
-                                args.max_pixels)
-        demo = Demo(config, outputs)
-        plan = _plan(args, demo, batch_size)
-        target = args.default_target if args.default_target is not None else config.default_target
-        stdin = sys.stdin.buffer if args.filelist == "-" else None
-        entries = iter_filelist(args.filelist, args.prependpath, target, stdin=stdin)
-        report.follow(run_entries(config, outputs, entries, plan, demo))
-    except LrpError as exc:
-        report.say(f"error: {exc}")
-        return 1
-    except KeyboardInterrupt:
-        report.say("interrupted")
-        return 130
+    with _stopped_by_signals():
+        try:
+            args = _checked_backend(args)
+            config = load_config(args.config)
+            outputs = OutputOptions(args.minimal_output, args.original_names, args.colormap, args.overlay, args.npy,
+                                    args.max_pixels)
+            demo = Demo(config, outputs)
+            plan = _plan(args, demo, batch_size)
+            target = args.default_target if args.default_target is not None else config.default_target
+            stdin = sys.stdin.buffer if args.filelist == "-" else None
+            entries = iter_filelist(args.filelist, args.prependpath, target, stdin=stdin)
+            results = run_entries(config, outputs, entries, plan, demo)
+            try:
+                report.follow(results)
+            finally:
+                results.close()  # stops workers and removes their temporary files if the run did not end
+        except LrpError as exc:
+            report.say(f"error: {exc}")
+            return 1
+        except KeyboardInterrupt as exc:
+            signum = getattr(exc, "signum", signal.SIGINT)
+            report.say("terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted (SIGINT)")
+            return SIGNAL_EXIT[signum]
     return report.summary(time.perf_counter() - started)
+
+
+# -- signals ---------------------------------------------------------------------------------------------------------
+#: Exit status after each signal the command handles: 128 + its number, as a shell reports a process it ended.
+SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGINT arrived: raised once in the main thread, like Ctrl-C's KeyboardInterrupt, so that the run
+    unwinds through its ``finally`` blocks (workers stopped, temporary files removed) before the exit status."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _stopped_by_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM raise :class:`Stopped` in the main thread; later ones are ignored while the run shuts
+    down (which is bounded: workers are killed, Dask closes time out), so the clean-up is never cut short."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set in the main thread (e.g. a CliRunner in a worker thread)
+        return
+    received: list[int] = []
+
+    def stop(signum, frame) -> None:
+        if not received:
+            received.append(signum)
+            raise Stopped(signum)
+
+    previous = {signum: signal.signal(signum, stop) for signum in SIGNAL_EXIT}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _print_line_error(error: FileListLineError) -> None:

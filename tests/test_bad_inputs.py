@@ -13,6 +13,8 @@ checks the whole outcome:
   explained completely, exit status 1, and the output folder holds their outputs, the earlier run's outputs
   (byte for byte) and nothing else — no temporary file either.
 
+Signals are tested in ``test_signals.py``, a Dask cluster's paths in ``test_batch.py``.
+
 In every row "Traceback" never appears, the child's peak RSS (``ru_maxrss`` from ``wait4``) stays under 1 GB, it
 ends within its timeout, and the tree around the output folder (including the folders above the working
 directory, where a ``..`` entry would land) is unchanged, file by file.
@@ -257,6 +259,7 @@ def _blob_values(**where):
 
 #: ±3e38 in a checkerboard: finite, but conv1's sums overflow to +Inf and −Inf, which meet as NaN in max pooling
 SIGNED_3E38 = np.where(np.indices((3, 32, 32)).sum(axis=0) % 2 == 0, 3e38, -3e38).astype(np.float32)
+
 
 def _fatal_model(rel: str, problem: str) -> str:
     return rf"/.*/{F(rel)}: {problem}"
@@ -549,6 +552,25 @@ CASES = [
     Case("output-name-over-255-bytes", "entry", _good_copy(f"someimages/{LONG}"),
          rf"someimages/{LONG}: output file name …x{{17}}\.jpg_as_inputted_into_the_dnn\.png is 259 bytes long, above "
          r"the 255-byte limit", bad_line=f"someimages/{LONG} -1"),
+    # -- hostile: Dask scheduler addresses (checked before anything is loaded, one line each) ------------------------
+    Case("dask-scheduler-not-an-address", "fatal", _nothing,
+         F("--scheduler 'not a url': not a Dask scheduler address (expected protocol://host:port, e.g. "
+           "tcp://10.0.0.5:8786)"), args=("--backend", "dask", "--scheduler", "not a url")),
+    Case("dask-scheduler-alone-implies-dask", "fatal", _nothing,
+         F("--scheduler 'tcp://a b:1': not a Dask scheduler address (expected protocol://host:port, e.g. "
+           "tcp://10.0.0.5:8786)"), args=("--scheduler", "tcp://a b:1")),
+    Case("dask-scheduler-with-loky", "fatal", _nothing,
+         F("--scheduler tcp://127.0.0.1:8786: a Dask scheduler needs --backend dask, not --backend loky"),
+         args=("--backend", "loky", "--scheduler", "tcp://127.0.0.1:8786")),
+    Case("dask-scheduler-unknown-protocol", "fatal", _nothing,
+         F("--scheduler 'udp://127.0.0.1:8786': unsupported protocol 'udp' (use tcp, tls, ws, wss)"),
+         args=("--scheduler", "udp://127.0.0.1:8786")),
+    Case("dask-scheduler-port-out-of-range", "fatal", _nothing,
+         F("--scheduler 'tcp://127.0.0.1:70000': port 70000 is not between 1 and 65535"),
+         args=("--scheduler", "tcp://127.0.0.1:70000")),
+    Case("dask-scheduler-refuses", "fatal", _nothing,
+         F("--scheduler tcp://127.0.0.1:1: cannot connect to the Dask scheduler (Connection refused)"),
+         args=("--backend", "dask", "--scheduler", "127.0.0.1:1")),
     # -- hostile: values that overflow inside the net (per image, never the batch) ----------------------------------
     Case("npy-3e38-overflows-inside-the-net", "entry", _blob(_npy_bytes(np.full((3, 32, 32), 3e38, np.float32))),
          r"someimages/blob\.npy: the forward pass produced non-finite values \(NaN/Inf\) at layer 'conv1'",
@@ -690,9 +712,9 @@ def test_bad_input(case: Case, tmp_path):
 
 
 def test_enough_rows_in_each_group():
-    assert len(CASES) >= 90
+    assert len(CASES) >= 110
     groups = {c.id.split("-")[0] for c in CASES}
-    assert {"config", "prototxt", "caffemodel", "mean", "filelist", "list", "image", "npy", "output"} <= groups
+    assert {"config", "prototxt", "caffemodel", "mean", "filelist", "list", "image", "npy", "output", "dask"} <= groups
     assert sum(c.earlier is not None for c in CASES) >= 8
 
 
@@ -921,3 +943,40 @@ def test_relevance_that_comes_out_non_finite_is_a_problem_of_its_image(tiny_mode
     batch = tiny_model.explain_inputs([Prepared(f"blob{n}", b) for n, b in enumerate(blobs)], [-1, -2, 3])
     assert [e.problem for e in batch] == [
         None, "the relevance came out non-finite (NaN/Inf) although the forward pass was finite", None]
+
+
+@pytest.mark.parametrize("reply", [b"HTTP/1.0 400 Bad Request\r\nContent-Length: 0\r\n\r\n", None],
+                         ids=["web-server", "silent"])
+def test_a_port_where_no_dask_scheduler_listens_is_one_line(tmp_path, reply):
+    """Something else listens at the scheduler's address: a web server answers (the handshake fails at once), or
+    nothing ever answers (Dask's client would wait without end; here: one line after the 10 s connect timeout), and
+    nothing waits at exit for a connection that never was."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def answer() -> None:
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                return
+            with connection:
+                connection.sendall(reply)
+
+    if reply is not None:
+        threading.Thread(target=answer, daemon=True).start()
+    stage = Stage(tmp_path)
+    try:
+        status, stdout, stderr, peak = run_child(["config.txt", "filelist.txt", ".", "--scheduler",
+                                                  f"tcp://127.0.0.1:{port}"], stage.work)
+    finally:
+        server.close()
+    assert status == 1 and stdout == "" and peak < MAX_RSS, stderr
+    problem = (r"no Dask scheduler answered there \(the answer is not Dask's protocol: \w+\)" if reply else
+               r"cannot connect to the Dask scheduler \(connected, but nothing answered within 10 s\)")
+    assert re.fullmatch(rf"{PROG}: error: --scheduler tcp://127\.0\.0\.1:{port}: {problem}\n", stderr), stderr
+    assert not stage.path("output").exists()
+

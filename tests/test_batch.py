@@ -143,6 +143,35 @@ def test_dask_cluster_gives_the_same_outputs_and_closes_its_client(caffenet):
     assert_same_files(outputs(runs["sequential"]), outputs(out), "--backend dask")
 
 
+def test_dask_workers_in_another_working_directory_write_into_the_client_s_folder(tmp_path, monkeypatch):
+    """Issue 10: the config, its relative files, the list, PREPENDPATH and standalone_outpath are all relative to the
+    client's working directory, and the cluster's workers run in another one. The client resolves every path before
+    submitting, so the outputs land in its own output folder, byte-identical to a sequential run's, and nothing lands
+    where the workers run."""
+    from dask.distributed import Client, LocalCluster
+
+    here, elsewhere = tmp_path / "client", tmp_path / "workers"
+    here.mkdir()
+    elsewhere.mkdir()
+    stage("tiny_f100", here)
+    args = ["config.txt", "filelist.txt", ".", "--batch-size", "1", "--threads", "1", "--quiet"]
+    subprocess.run([*PYTHON_CLI, *args], cwd=here, check=True, timeout=120)
+    expected = outputs(here / "output")
+    assert len(expected) == 3 * 4
+    shutil.rmtree(here / "output")
+
+    monkeypatch.chdir(elsewhere)  # the worker processes start here
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        monkeypatch.chdir(tmp_path)
+        assert set(client.run(os.getcwd).values()) == {str(elsewhere)}
+        run = subprocess.run([*PYTHON_CLI, *args, "--backend", "dask", "--scheduler", cluster.scheduler_address],
+                             cwd=here, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout == "", run.stderr
+    assert_same_files(expected, outputs(here / "output"), "--backend dask, workers elsewhere")
+    assert sorted(p.name for p in elsewhere.iterdir()) == []
+
+
 # -- the tiny net: order, failures, skips, JSON ----------------------------------------------------------------------
 @pytest.fixture
 def tiny(tmp_path):

@@ -1,6 +1,6 @@
 """Command line: ``lrp-demo CONFIG FILELIST PREPENDPATH`` and ``lrp-parallel-demo CONFIG FILELIST PREFIX``.
 
-Thin: parse options, hand the work to :mod:`lrp_cli.batch`, report. Exit status 0 when
+Thin: parse options, check the output folder, hand the work to :mod:`lrp_cli.batch`, report. Exit status 0 when
 every entry succeeded, 1 when any failed (or a fatal error stopped the run), 2 for bad usage, 130 after SIGINT
 (Ctrl-C) and 143 after SIGTERM (the run's workers stopped and its temporary files removed first).
 """
@@ -9,24 +9,28 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import signal
+import stat
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import click
+import numpy as np
 
 from . import __version__
 from .api import load
 from .batch import Plan, Shard, run_entries, scheduler_address
-from .config import load_config
+from .config import Config, load_config
 from .errors import LrpError
-from .filelist import FileListLineError, iter_filelist
-from .files import display_path
+from .filelist import FileListEntry, FileListLineError, iter_filelist
+from .files import display_path, file_kind
 from .preprocess import DEFAULT_MAX_PIXELS, RESIZED_FRACTION
 from .render import COLORMAPS
 from .run import Demo, OutputOptions, Result
@@ -163,22 +167,32 @@ class _Report:
         self.program, self.args = program, args
         self.done = self.skipped = 0
         self.failures: list[str] = []
+        self.progress = None
 
     def say(self, message: str) -> None:
         click.echo(f"{self.program}: {message}", err=True)
+
+    def warn(self, message: str) -> None:
+        """One warning line (also with --quiet), above the progress bar if there is one; any thread may call it."""
+        line = f"{self.program}: warning: {message}"
+        if self.progress is not None:
+            self.progress.write(line, file=sys.stderr)
+        else:
+            click.echo(line, err=True)
 
     def follow(self, results) -> None:
         progress = None
         if not self.args.quiet and sys.stderr.isatty():
             from tqdm import tqdm
 
-            progress = results = tqdm(results, unit="img", file=sys.stderr, leave=False)
+            progress = self.progress = results = tqdm(results, unit="img", file=sys.stderr, leave=False)
         try:
             for result in results:
                 if self.record(result, progress) and self.args.fail_fast:
                     self.say("stopping at the first failure (--fail-fast)")
                     break
         finally:
+            self.progress = None
             if progress is not None:
                 progress.close()
 
@@ -225,6 +239,7 @@ def _main(program: str, batch_size: int | str | None, **options) -> int:
         try:
             args = _checked_backend(args)
             config = load_config(args.config)
+            check_output_folder(config)
             outputs = OutputOptions(args.minimal_output, args.original_names, args.colormap, args.overlay, args.npy,
                                     args.max_pixels)
             demo = Demo(config, outputs)
@@ -232,6 +247,7 @@ def _main(program: str, batch_size: int | str | None, **options) -> int:
             target = args.default_target if args.default_target is not None else config.default_target
             stdin = sys.stdin.buffer if args.filelist == "-" else None
             entries = iter_filelist(args.filelist, args.prependpath, target, stdin=stdin)
+            entries = _warn_duplicates(entries, demo, plan.shard, report.warn)
             results = run_entries(config, outputs, entries, plan, demo)
             try:
                 report.follow(results)
@@ -281,6 +297,85 @@ def _stopped_by_signals() -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+# -- output folder ---------------------------------------------------------------------------------------------------
+def check_output_folder(config: Config) -> None:
+    """LrpError (one line naming the config line) unless ``standalone_outpath`` is a folder this process can create
+    files in, or a folder it can create: checked before anything is computed by creating and removing a probe file
+    in it, or in its nearest existing parent (also catches read-only file systems, where a permission check
+    would pass for root)."""
+    where = config.where("standalone_outpath")
+    shown = display_path(config.standalone_outpath)
+    target = os.path.normpath(config.standalone_outpath)
+    folder = target
+    while not os.path.exists(folder):
+        if os.path.lexists(folder):
+            raise LrpError(f"{where}: cannot create the output folder {shown}: {display_path(folder)} is a broken "
+                           "symbolic link")
+        folder = os.path.dirname(folder) or os.curdir  # up to "/" or "."
+    what = f"the output folder {shown}" if folder == target else \
+        f"cannot create the output folder {shown}: {display_path(folder)}"
+    mode = os.stat(folder).st_mode
+    if not stat.S_ISDIR(mode):
+        kind = "a regular file" if stat.S_ISREG(mode) else file_kind(mode)
+        raise LrpError(f"{where}: {what} is not a folder ({kind})")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".lrp-demo-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise LrpError(f"{where}: {what} is not writable ({exc.strerror or exc})") from None
+
+
+class _SeenKeys:
+    """A set of 64-bit keys at about 8 bytes each, however long the list: recent keys in a small Python set,
+    merged into sorted numpy runs whose sizes at least double towards the front (so each key is copied
+    O(log n) times and a lookup searches O(log n) runs)."""
+
+    FRESH = 4096
+
+    def __init__(self) -> None:
+        self.fresh: set[int] = set()
+        self.runs: list[np.ndarray] = []
+
+    def add(self, key: int) -> bool:
+        """Add ``key``; False when it was there already."""
+        if key in self.fresh:
+            return False
+        probe = np.uint64(key)
+        for run in self.runs:
+            at = int(np.searchsorted(run, probe))
+            if at < len(run) and run[at] == probe:
+                return False
+        self.fresh.add(key)
+        if len(self.fresh) >= self.FRESH:
+            run = np.sort(np.fromiter(self.fresh, np.uint64, len(self.fresh)))
+            self.fresh.clear()
+            while self.runs and len(self.runs[-1]) <= 2 * len(run):
+                run = np.sort(np.concatenate((self.runs.pop(), run)))
+            self.runs.append(run)
+        return True
+
+
+def _warn_duplicates(entries: Iterable, demo: Demo, shard: Shard, warn) -> Iterator:
+    """``entries`` unchanged, warning once for each entry (of this shard) whose output files an earlier entry of
+    the list also writes: the later overwrites the earlier. About 8 bytes per entry (a 64-bit hash of its
+    normalised output names)."""
+    seen = _SeenKeys()
+    for position, entry in enumerate(entries):
+        if isinstance(entry, FileListEntry):
+            try:
+                files = demo.output_files(entry)
+            except LrpError:
+                files = None  # reported when the entry runs
+            if files:
+                names = "\0".join(os.path.normpath(f) for f in files)
+                digest = hashlib.blake2b(os.fsencode(names), digest_size=8).digest()
+                if not seen.add(int.from_bytes(digest, "little")) and position % shard.count == shard.index:
+                    warn(f"{entry.source} line {entry.line}: {display_path(entry.path)} has the same output files "
+                         "as an earlier entry of the list: the later overwrites the earlier")
+        yield entry
 
 
 def _print_line_error(error: FileListLineError) -> None:

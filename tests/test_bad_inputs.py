@@ -12,6 +12,8 @@ checks the whole outcome:
   ``lrp-demo: failed: <message>`` right away and again under the summary line, the two good entries are
   explained completely, exit status 1, and the output folder holds their outputs, the earlier run's outputs
   (byte for byte) and nothing else — no temporary file either.
+- ``warning`` rows (a list line that is fine but suspicious, between the two good ones): one line
+  ``lrp-demo: warning: <message>`` and the summary, exit status 0, and the output folder as for ``entry`` rows.
 
 Signals are tested in ``test_signals.py``, a Dask cluster's paths in ``test_batch.py``.
 
@@ -182,7 +184,7 @@ class Stage:
 @dataclasses.dataclass(frozen=True)
 class Case:
     id: str
-    kind: str  # "fatal" or "entry"
+    kind: str  # "fatal", "entry" or "warning"
     setup: Callable[[Stage], None]
     message: str  # regex for the one message (after "lrp-demo: error: " / "lrp-demo: failed: ")
     bad_line: str | bytes | None = None  # entry rows: the list line placed between the two good ones
@@ -259,6 +261,7 @@ def _blob_values(**where):
 
 #: ±3e38 in a checkerboard: finite, but conv1's sums overflow to +Inf and −Inf, which meet as NaN in max pooling
 SIGNED_3E38 = np.where(np.indices((3, 32, 32)).sum(axis=0) % 2 == 0, 3e38, -3e38).astype(np.float32)
+OUTPATH = r"config\.txt line \d+ \(standalone_outpath\)"
 
 
 def _fatal_model(rel: str, problem: str) -> str:
@@ -552,6 +555,29 @@ CASES = [
     Case("output-name-over-255-bytes", "entry", _good_copy(f"someimages/{LONG}"),
          rf"someimages/{LONG}: output file name …x{{17}}\.jpg_as_inputted_into_the_dnn\.png is 259 bytes long, above "
          r"the 255-byte limit", bad_line=f"someimages/{LONG} -1"),
+    # -- hostile: the output folder, checked before any image ------------------------------------------------------
+    Case("output-folder-dev-null", "fatal", _config(standalone_outpath="/dev/null"),
+         OUTPATH + F(": the output folder /dev/null is not a folder (a character device)")),
+    Case("output-folder-is-a-file", "fatal",
+         lambda s: (s.write("notafolder.txt", "x\n"), s.config(standalone_outpath="./notafolder.txt")),
+         OUTPATH + F(": the output folder ./notafolder.txt is not a folder (a regular file)")),
+    Case("output-folder-below-a-file", "fatal",
+         lambda s: (s.write("notafolder.txt", "x\n"), s.config(standalone_outpath="./notafolder.txt/out")),
+         OUTPATH + F(": cannot create the output folder ./notafolder.txt/out: notafolder.txt is not a folder (a "
+                     "regular file)")),
+    Case("output-folder-read-only", "fatal", _config(standalone_outpath="/sys/lrp-demo-output"),
+         OUTPATH + F(": cannot create the output folder /sys/lrp-demo-output: /sys is not writable (Permission "
+                     "denied)")),
+    Case("output-folder-broken-symlink", "fatal",
+         lambda s: (s.link("gone", "nowhere/output"), s.config(standalone_outpath="gone/out")),
+         OUTPATH + F(": cannot create the output folder gone/out: gone is a broken symbolic link")),
+    # -- hostile: two entries with the same outputs (a warning: the later overwrites the earlier) -------------------
+    Case("list-same-entry-twice", "warning", _nothing,
+         F("filelist.txt line 2: someimages/good1.jpg has the same output files as an earlier entry of the list: the "
+           "later overwrites the earlier"), bad_line="someimages/good1.jpg -2"),
+    Case("list-same-outputs-spelled-otherwise", "warning", _nothing,
+         F("filelist.txt line 2: someimages/good1.jpg has the same output files as an earlier entry of the list: the "
+           "later overwrites the earlier"), bad_line="someimages/./good1.jpg 4", args=("--jobs", "2")),
     # -- hostile: Dask scheduler addresses (checked before anything is loaded, one line each) ------------------------
     Case("dask-scheduler-not-an-address", "fatal", _nothing,
          F("--scheduler 'not a url': not a Dask scheduler address (expected protocol://host:port, e.g. "
@@ -684,7 +710,7 @@ def _run(stage: Stage, case: Case) -> tuple[int, str, str]:
 def test_bad_input(case: Case, tmp_path):
     stage = Stage(tmp_path)
     case.setup(stage)
-    if case.kind == "entry":
+    if case.kind != "fatal":
         _earlier_outputs(stage.path(f"output/{EARLIER}"))
         if case.earlier:
             _earlier_outputs(stage.path(f"output/{case.earlier}"))
@@ -701,6 +727,11 @@ def test_bad_input(case: Case, tmp_path):
         assert status == 1, stderr
         assert len(lines) == 1, stderr
         assert re.fullmatch(f"{PROG}: error: {case.message}", lines[0]), lines[0]
+    elif case.kind == "warning":
+        assert status == 0, stderr
+        assert len(lines) == 2, stderr
+        assert re.fullmatch(f"{PROG}: warning: {case.message}", lines[0]), lines[0]
+        assert re.fullmatch(rf"{PROG}: 3 done, 0 failed in \d+\.\d s", lines[1]), lines[1]
     else:
         assert status == 1, stderr
         assert len(lines) == 3, stderr
@@ -712,7 +743,7 @@ def test_bad_input(case: Case, tmp_path):
 
 
 def test_enough_rows_in_each_group():
-    assert len(CASES) >= 110
+    assert len(CASES) >= 115
     groups = {c.id.split("-")[0] for c in CASES}
     assert {"config", "prototxt", "caffemodel", "mean", "filelist", "list", "image", "npy", "output", "dask"} <= groups
     assert sum(c.earlier is not None for c in CASES) >= 8
@@ -980,3 +1011,33 @@ def test_a_port_where_no_dask_scheduler_listens_is_one_line(tmp_path, reply):
     assert re.fullmatch(rf"{PROG}: error: --scheduler tcp://127\.0\.0\.1:{port}: {problem}\n", stderr), stderr
     assert not stage.path("output").exists()
 
+
+@pytest.mark.parametrize(("shard", "warned"), [(None, [3, 4, 5]), ("0/2", [3, 5]), ("1/2", [4])])
+def test_each_duplicate_is_warned_once_by_the_shard_that_runs_it(tmp_path, monkeypatch, shard, warned):
+    """Entries whose outputs an earlier entry also writes get one warning each (the third occurrence too), from the
+    shard that runs them; the run goes on and exits 0."""
+    stage = Stage(tmp_path)
+    stage.filelist([*GOOD_LINES, "someimages/good1.jpg -2", "someimages//good1.jpg 4", "someimages/good2.png 3"])
+    monkeypatch.chdir(stage.work)
+    args = ["config.txt", "filelist.txt", ".", "--quiet", *(["--shard", shard] if shard else [])]
+    result = CliRunner().invoke(lrp_demo, args)
+    assert result.exit_code == 0, result.output
+    shown = {3: "someimages/good1.jpg", 4: "someimages/good1.jpg", 5: "someimages/good2.png"}
+    assert result.stderr.splitlines()[:-1] == [
+        f"{PROG}: warning: filelist.txt line {line}: {shown[line]} has the same output files as an earlier entry of "
+        "the list: the later overwrites the earlier" for line in warned]
+    assert re.fullmatch(rf"{PROG}: \d done, 0 failed in \d+\.\d s", result.stderr.splitlines()[-1])
+
+
+def test_the_duplicate_check_keeps_eight_bytes_per_entry():
+    """The set of output-name hashes behind the duplicate warnings: exact membership over sorted runs, and about
+    8 bytes per key however many (no Python object per entry)."""
+    from lrp_cli.cli import _SeenKeys
+
+    seen = _SeenKeys()
+    keys = np.random.default_rng(5).integers(0, 2**63, 50_000, dtype=np.int64).tolist()
+    assert all(seen.add(k) for k in keys)
+    assert not any(seen.add(k) for k in keys[::97])
+    assert seen.add(2**63 + 5) and not seen.add(2**63 + 5)
+    assert len(seen.fresh) < seen.FRESH and sum(run.nbytes for run in seen.runs) <= 8 * len(keys)
+    assert len(seen.runs) <= np.log2(len(keys) / seen.FRESH) + 2

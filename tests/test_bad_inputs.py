@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import os
 import re
 import shutil
@@ -34,7 +35,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -671,30 +671,51 @@ def _check_outputs(stage: Stage, case: Case, earlier: dict[str, tuple]) -> None:
         assert not any((out / case.blocked).iterdir())
 
 
+#: Runs and measures one command from a fresh, small interpreter. A child's ru_maxrss starts at the high-water mark
+#: of the process it was forked from (Linux keeps it across exec): measured straight from pytest, after a test that
+#: loaded CaffeNet, /bin/true would report pytest's peak. Prints {"status": exit status or None on timeout,
+#: "maxrss": KiB} to the file named by the first argument.
+_MEASURE = """
+import json, os, signal, subprocess, sys, time
+report, timeout, command = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
+child = subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True)
+deadline = time.monotonic() + timeout
+while True:
+    pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+    if pid:
+        child.returncode = os.waitstatus_to_exitcode(status)
+        outcome = {"status": child.returncode, "maxrss": usage.ru_maxrss}
+        break
+    if time.monotonic() > deadline:
+        os.killpg(child.pid, signal.SIGKILL)
+        os.wait4(child.pid, 0)
+        child.returncode = -9
+        outcome = {"status": None, "maxrss": 0}
+        break
+    time.sleep(0.02)
+with open(report, "w") as f:
+    json.dump(outcome, f)
+"""
+
+
 def run_child(args: list[str], cwd: Path, timeout: float = TIMEOUT) -> tuple[int, str, str, int]:
     """Run ``lrp-demo args`` in a child process: (exit status, stdout, stderr, the child's peak RSS in bytes).
 
-    The child is killed (and the row fails) when it runs longer than ``timeout`` seconds."""
+    The child is killed (and the row fails) when it runs longer than ``timeout`` seconds. Its peak RSS is
+    ``ru_maxrss`` from ``wait4``, measured by a small intermediate process (see ``_MEASURE``)."""
     command = [sys.executable, "-m", "lrp_cli", *args]
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        child = subprocess.Popen(command, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                 env=dict(os.environ, PYTHONWARNINGS="default"), start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while True:
-            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                os.killpg(child.pid, signal.SIGKILL)
-                os.wait4(child.pid, 0)
-                child.returncode = -9
-                pytest.fail(f"{PROG} {' '.join(args)} did not finish within {timeout} s")
-            time.sleep(0.02)
-        child.returncode = os.waitstatus_to_exitcode(status)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.NamedTemporaryFile("r", suffix=".json") as report:
+        subprocess.run([sys.executable, "-c", _MEASURE, report.name, str(timeout), *command], cwd=cwd,
+                       stdin=subprocess.DEVNULL, stdout=out, stderr=err, check=True, timeout=timeout + 30,
+                       env=dict(os.environ, PYTHONWARNINGS="default"))
+        outcome = json.load(report)
+        if outcome["status"] is None:
+            pytest.fail(f"{PROG} {' '.join(args)} did not finish within {timeout} s")
         out.seek(0)
         err.seek(0)
         text = (out.read().decode("utf-8", "replace"), err.read().decode("utf-8", "replace"))
-    return child.returncode, text[0], text[1], usage.ru_maxrss * 1024
+    return outcome["status"], text[0], text[1], outcome["maxrss"] * 1024
 
 
 def _run(stage: Stage, case: Case) -> tuple[int, str, str]:

@@ -166,8 +166,7 @@ def test_a_signal_stops_the_run_cleanly(tmp_path, hook_dir, mode, signum, target
     done = {p.name[: -len(SUFFIXES[0])] for p in finals() if p.name.endswith(SUFFIXES[0])}
     assert done and len(done) < COUNT
 
-    status, stdout, stderr, peak = run_child(["config.txt", "filelist.txt", ".", "--skip-existing", "--quiet"],
-                                             stage.work)
+    status, _, stderr, peak = run_child(["config.txt", "filelist.txt", ".", "--skip-existing", "--quiet"], stage.work)
     assert status == 0 and peak < MAX_RSS, stderr
     whole = tmp_path / "whole"
     shutil.copytree(stage.work, whole, symlinks=True, ignore=shutil.ignore_patterns("output"))

@@ -146,7 +146,30 @@ def run_entries(
     yield from _parallel(config, options, selected, plan, demo)
 
 
-def _pending(demo: Demo, item, plan: Plan):
+class _Leftovers:
+    """Whether a folder holds any temporary file (a hidden ``*.tmp``), listed once per folder (the last 64 seen):
+    the stale temporaries of a skipped entry are looked for (24 name lookups, ~150 µs) only where there are some."""
+
+    KEEP = 64
+
+    def __init__(self) -> None:
+        self.folders: collections.OrderedDict[str, bool] = collections.OrderedDict()
+
+    def any_in(self, folder: str) -> bool:
+        if folder in self.folders:
+            self.folders.move_to_end(folder)
+            return self.folders[folder]
+        try:
+            with os.scandir(folder or os.curdir) as found:
+                self.folders[folder] = any(e.name.startswith(".") and e.name.endswith(".tmp") for e in found)
+        except OSError:
+            self.folders[folder] = False
+        if len(self.folders) > self.KEEP:
+            self.folders.popitem(last=False)
+        return self.folders[folder]
+
+
+def _pending(demo: Demo, item, plan: Plan, leftovers: _Leftovers | None = None):
     """(entry to process or None, result to report now or None) for one list item."""
     if isinstance(item, LrpError):
         return None, item
@@ -157,7 +180,8 @@ def _pending(demo: Demo, item, plan: Plan):
             return None, Result(item, error=str(exc))
         if all(os.path.exists(f) for f in files):
             # a run killed while rewriting these outputs left its temporary files next to the complete ones
-            demo.remove_stale_temps(item)
+            if leftovers is None or leftovers.any_in(os.path.dirname(files[0])):
+                demo.remove_stale_temps(item)
             return None, Result(item, files=files, skipped=True)
     return item, None
 
@@ -168,8 +192,9 @@ def _chunks(demo: Demo, items: Iterable, plan: Plan, size: int) -> Iterator[tupl
     waiting, so those are reported at once; fewer at the end or after a long stretch of ready results."""
     waiting: list = []
     todo: list[FileListEntry] = []
+    leftovers = _Leftovers()
     for item in items:
-        entry, ready = _pending(demo, item, plan)
+        entry, ready = _pending(demo, item, plan, leftovers)
         if entry is None:
             if not todo:
                 yield [ready], []

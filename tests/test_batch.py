@@ -445,3 +445,23 @@ def test_progress_bar_only_on_a_terminal_and_a_summary_always(tiny):
     assert re.search(r"\r[0-3]img \[00:[0-9]{2}, [0-9.?]+img/s\]", text), text  # tqdm's bar, list length unknown
     assert "lrp-demo: 3 done, 0 failed in " in text
 
+
+
+def test_skipped_entries_look_for_stale_temporaries_only_in_folders_that_hold_some(tmp_path, monkeypatch):
+    """--skip-existing removes a killed run's temporaries next to complete outputs (test_resume.py), but lists each
+    folder once instead of trying 24 names per skipped entry where there is nothing to find."""
+    clean, dirty = tmp_path / "clean", tmp_path / "dirty"
+    for folder in (clean, dirty):
+        folder.mkdir()
+        (folder / "a.jpg_rawhm.txt").write_text("x")
+    (dirty / ".a.jpg_rawhm.txt~0123456789ab.tmp").write_text("half")
+    listed = []
+    real = os.scandir
+    monkeypatch.setattr(batch.os, "scandir", lambda path: listed.append(path) or real(path))
+    leftovers = batch._Leftovers()
+    assert [leftovers.any_in(str(f)) for f in (clean, dirty, clean, dirty)] == [False, True, False, True]
+    assert listed == [str(clean), str(dirty)]
+    for n in range(batch._Leftovers.KEEP):
+        leftovers.any_in(str(tmp_path / f"missing{n}"))
+    leftovers.any_in(str(clean))
+    assert listed[-1] == str(clean) and len(leftovers.folders) == batch._Leftovers.KEEP

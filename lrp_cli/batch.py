@@ -222,9 +222,9 @@ def _sequential(demo: Demo, items: Iterable, plan: Plan) -> Iterator:
 
 
 # -- worker pools ---------------------------------------------------------------------------------------------------
-# A pool runs chunks: ``submit`` → a future, ``close(abort)`` at the end of a run. ``abort`` (a signal, --fail-fast, a
-# fatal error) stops its workers now; afterwards ``workers_gone`` says whether no worker of this run can still be
-# writing, so that the temporary files of the chunks in flight can be removed.
+# A pool runs chunks: ``submit`` → a future, ``cancel(futures)`` and ``close(abort)`` at the end of a run. ``abort``
+# (a signal, --fail-fast, a fatal error) stops its workers now; afterwards ``workers_gone`` says whether no worker
+# of this run can still be writing, so that the temporary files of the chunks in flight can be removed.
 class _LokyPool:
     """``jobs`` local worker processes (joblib's loky executor, reused across runs of one process)."""
 
@@ -249,11 +249,24 @@ class _LokyPool:
 
         return isinstance(exc, BrokenExecutor)
 
+    @staticmethod
+    def cancel(futures: list) -> None:
+        pass  # close(abort=True) fails the queued ones; cancelled first, loky's manager thread raised InvalidStateError
+
     def close(self, abort: bool = False) -> None:
         """After a complete run idle workers stay for the next one (they exit on loky's idle timeout or with this
-        process); a stopped run kills them (SIGKILL, then joined), so none goes on computing or writing."""
+        process); a stopped run kills them (SIGKILL, then joined), so none goes on computing or writing, and shuts
+        the executor down (its manager thread sees the dead workers and fails what was queued). Not
+        ``shutdown(kill_workers=True)``: it races with that thread over the queued chunks (KeyError tracebacks)."""
         if abort and self.executor is not None:
-            self.executor.shutdown(wait=True, kill_workers=True)
+            workers = list(getattr(self.executor, "_processes", {}).values())
+            for worker in workers:
+                with contextlib.suppress(OSError, TypeError):  # gone already, or never started (pid None)
+                    os.kill(worker.pid, signal.SIGKILL)
+            for worker in workers:
+                with contextlib.suppress(OSError, ValueError, AssertionError):
+                    worker.join()
+            self.executor.shutdown(wait=True)
             self.workers_gone = True
 
 
@@ -452,6 +465,11 @@ class _DaskPool:
     def broken(exc: BaseException) -> bool:
         return False  # the scheduler already reruns a task whose worker died
 
+    @staticmethod
+    def cancel(futures: list) -> None:
+        for future in futures:
+            future.cancel()
+
     def close(self, abort: bool = False) -> None:
         """Close the client (the scheduler then drops this run's tasks; one already running on a remote worker ends
         on its own, its outputs written whole) and a local cluster with its worker processes."""
@@ -517,9 +535,7 @@ def _stop(pool, window: Iterable[_Slot], demo: Demo, finished: bool) -> None:
     """End a run's use of its pool. Stopped early (a signal, --fail-fast, an error), the chunks in flight are
     cancelled, the workers stopped, and the temporary files they left for those entries removed (only files nobody
     holds a lock on: a writer that is still alive, e.g. on a remote Dask worker, keeps its file)."""
-    for slot in window:
-        if slot.future is not None:
-            slot.future.cancel()
+    pool.cancel([slot.future for slot in window if slot.future is not None])
     pool.close(abort=not finished)
     if not finished and pool.workers_gone:
         for slot in window:

@@ -1062,3 +1062,24 @@ def test_the_duplicate_check_keeps_eight_bytes_per_entry():
     assert seen.add(2**63 + 5) and not seen.add(2**63 + 5)
     assert len(seen.fresh) < seen.FRESH and sum(run.nbytes for run in seen.runs) <= 8 * len(keys)
     assert len(seen.runs) <= np.log2(len(keys) / seen.FRESH) + 2
+
+
+@pytest.mark.parametrize("args", [("--jobs", "2"), ("--jobs", "2", "--fail-fast")], ids=["error", "fail-fast"])
+def test_a_run_stopped_early_with_workers_ends_cleanly(tmp_path, args):
+    """A fatal list error after chunks were queued to two workers, or --fail-fast: the workers are killed, no
+    traceback of loky's threads (cancelling queued chunks, or shutdown(kill_workers=True), raced with them), no
+    temporary file, one error line last."""
+    stage = Stage(tmp_path)
+    for n in range(12):
+        os.symlink("good1.jpg", stage.path(f"someimages/img{n}.jpg"))
+    bad = ["someimages/missing.jpg -1"] if "--fail-fast" in args else []
+    stage.filelist([*bad, *(f"someimages/img{n}.jpg -1" for n in range(12)), "x" * 70_000])
+    status, stdout, stderr, peak = run_child(["config.txt", "filelist.txt", ".", "--batch-size", "1", *args],
+                                             stage.work)
+    assert status == 1 and stdout == "" and peak < MAX_RSS, stderr
+    assert "Traceback" not in stderr and "Exception" not in stderr
+    last = (f"{PROG}: failed: someimages/missing.jpg: cannot read image: No such file or directory" if bad else
+            f"{PROG}: error: filelist.txt line 13: longer than 65536 bytes, not a file list line (reading stopped)")
+    assert stderr.splitlines()[-1] == last
+    out = stage.path("output/someimages")
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")] if out.exists() else True

@@ -9,7 +9,8 @@ Then:
 - the exit status is 143 after SIGTERM, 130 after SIGINT, and stderr is exactly one line saying so (stdout empty);
 - no process of the run is left: nothing in the child's session is still alive after a short grace (helper
   processes that exit when their parent does may linger as zombies until init collects them; those have exited);
-- no temporary file is left, every output under its final name is whole, and at least one entry was complete;
+- no temporary file is left, nothing was written outside the output folder, every output under its final name is
+  whole, and at least one entry was complete;
 - a rerun with ``--skip-existing`` completes the folder to exactly the outputs of an uninterrupted run.
 """
 
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from test_bad_inputs import GOOD_IMAGES, MAX_RSS, SUFFIXES, Stage, run_child
+from test_bad_inputs import GOOD_IMAGES, MAX_RSS, SUFFIXES, Stage, _snapshot, run_child
 
 PROG = "lrp-demo"
 COUNT = 24  # entries in the list: the run is stopped long before its end
@@ -136,6 +137,7 @@ def staged(tmp_path: Path) -> tuple[Stage, list[str]]:
 def test_a_signal_stops_the_run_cleanly(tmp_path, hook_dir, mode, signum, target):
     stage, names = staged(tmp_path)
     out = stage.path("output/someimages")
+    around = _snapshot(tmp_path, stage.path("output"))
     env = dict(os.environ, LRP_TEST_COMMIT_DELAY=str(DELAY),
                PYTHONPATH=os.pathsep.join(filter(None, [str(hook_dir), os.environ.get("PYTHONPATH")])))
     args = [sys.executable, "-m", "lrp_cli", "config.txt", "filelist.txt", ".", "--batch-size", "1", *MODES[mode]]
@@ -162,6 +164,7 @@ def test_a_signal_stops_the_run_cleanly(tmp_path, hook_dir, mode, signum, target
     wait_for(lambda: all(state == "Z" for state in session_processes(child.pid).values()),
              "end of every process of the run", timeout=GRACE)
     assert temporaries() == []
+    assert _snapshot(tmp_path, stage.path("output")) == around  # nothing written outside the output folder
     assert all(is_whole(p) for p in finals())
     done = {p.name[: -len(SUFFIXES[0])] for p in finals() if p.name.endswith(SUFFIXES[0])}
     assert done and len(done) < COUNT

@@ -173,7 +173,8 @@ class Explanation:
     ``scores``: the numclasses values of the net's first output (probabilities for a Softmax net); ``ranking``:
     the class indices, best first; ``classes``: the explained classes; ``rawhm``: C×H×W relevance at the input
     with the channels reversed (R, G, B for a BGR net), float64 holding exactly the values ``_rawhm.txt`` prints
-    (for formula 99 every channel holds the per-pixel L2 norm); ``input``: what entered the net.
+    (for formula 99 every channel holds the per-pixel L2 norm); ``input``: what entered the net; ``problem``: None,
+    or why these results cannot be used (NaN or ±Inf arose in the net for this image; :meth:`check` raises it).
     """
 
     source: str
@@ -187,6 +188,13 @@ class Explanation:
     class_names: Sequence[str] = dataclasses.field(repr=False, default=())
     colormap: str = "original"
     clip_percentile: float = DEFAULT_CLIP_PERCENTILE
+    problem: str | None = None
+
+    def check(self) -> Explanation:
+        """This explanation, or a RelevanceError naming the input when its scores or relevance are not finite."""
+        if self.problem:
+            raise RelevanceError(f"{display_path(self.source)}: {self.problem}")
+        return self
 
     def _name(self, c: int) -> str:
         return self.class_names[c] if c < len(self.class_names) else ""
@@ -227,6 +235,7 @@ class Explanation:
              overlay: bool = False, colormap: str | None = None, clip_percentile: float | None = None) -> list[str]:
         """Write the files ``lrp-demo`` writes for this image into ``folder``, named ``name`` (default: the
         input's file name) plus the usual suffixes; returns their paths."""
+        self.check()
         name = name or os.path.basename(self.source) or "image"
         folder = os.fspath(folder)
         paths = output_paths(f"{folder}/{name}", folder, name)
@@ -419,7 +428,8 @@ class Model:
         ``target``: −1 (any negative) the top-1 class, −2 the top-5 together, N ≥ 0 class N; one for all images
         or one per image. ``settings``: any field of :class:`Settings` for this call (e.g. ``formula=100,
         beta=0``). Images go through the net ``batch_size`` at a time (default: 2 per thread), each batch in
-        ``threads`` threads (default: one per core); results do not depend on either.
+        ``threads`` threads (default: one per core); results do not depend on either. A RelevanceError names an
+        image whose values overflowed to NaN or ±Inf inside the net (:meth:`explain_inputs` returns it instead).
         """
         single = isinstance(images, (str, os.PathLike, Image.Image, np.ndarray))
         items = [images] if single else list(images)
@@ -435,6 +445,8 @@ class Model:
             with limit_blas(1):  # the resize's small products gain nothing from BLAS threads
                 prepared = [self.prepare_with(item, variant.settings) for item in chunk]
             results += self.explain_inputs(prepared, targets[lo : lo + batch_size], variant.settings, threads)
+        for result in results:
+            result.check()  # NaN or ±Inf arose in the net for this image
         return results[0] if single else results
 
     def start_values(self, blobs: np.ndarray, settings: Settings | None = None) -> np.ndarray:
@@ -451,7 +463,9 @@ class Model:
 
     def explain_inputs(self, prepared: list[Prepared], targets: list[int], settings: Settings | None = None,
                        threads: int = 1) -> list[Explanation]:
-        """Explain prepared inputs as one batch in ``threads`` threads (BLAS on one thread each)."""
+        """Explain prepared inputs as one batch in ``threads`` threads (BLAS on one thread each). An image whose
+        scores or relevance came out NaN or ±Inf gets an Explanation with ``problem`` set (the others are unaffected);
+        its :meth:`Explanation.check` raises."""
         variant = self._variant(settings or self.settings)
         for p, t in zip(prepared, targets, strict=True):
             try:
@@ -469,7 +483,7 @@ class Model:
         return [
             Explanation(p.source, t, variant.settings.formula, batch.scores[n], batch.ranking[n], batch.classes[n],
                         batch.rawhm[n], p, self._class_names, variant.settings.colormap,
-                        variant.settings.clip_percentile)
+                        variant.settings.clip_percentile, batch.problems[n])
             for n, (p, t) in enumerate(zip(prepared, targets, strict=True))
         ]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -25,13 +25,15 @@ class Explanation:
     scores: N×numclasses values of the net's first output (probabilities for a Softmax net);
     ranking: N×numclasses class indices, best first; classes: the explained classes per image;
     rawhm: N×C×H×W relevance at the input with the channels reversed (R, G, B for a BGR net), as the original
-    writes it; for formula 99 every channel holds the per-pixel L2 norm.
+    writes it; for formula 99 every channel holds the per-pixel L2 norm; problems: per image None, or why its
+    results cannot be used (NaN or ±Inf arose in its scores or relevance, see :func:`non_finite_problems`).
     """
 
     scores: np.ndarray
     ranking: np.ndarray
     classes: list[list[int]]
     rawhm: np.ndarray
+    problems: list[str | None] = field(default_factory=list)
 
 
 def choose_classes(ranking: np.ndarray, target: int) -> list[int]:
@@ -117,6 +119,7 @@ class Explainer:
             np.concatenate([p.ranking for p in parts]),
             [c for p in parts for c in p.classes],
             np.concatenate([p.rawhm for p in parts]),
+            [problem for p in parts for problem in p.problems],
         )
 
     def _explain(self, images, targets, input_bounds, on_layer) -> Explanation:
@@ -140,4 +143,23 @@ class Explainer:
         if self.formula.l2_norm:
             norm = np.sqrt((rawhm.astype(np.float64) ** 2).sum(axis=1, keepdims=True))
             rawhm = np.broadcast_to(norm, rawhm.shape)
-        return Explanation(scores, ranking, classes, np.ascontiguousarray(rawhm, dtype=np.float64))
+        rawhm = np.ascontiguousarray(rawhm, dtype=np.float64)
+        return Explanation(scores, ranking, classes, rawhm, non_finite_problems(self.graph, images, scores, rawhm))
+
+
+def non_finite_problems(net: Net, images: np.ndarray, scores: np.ndarray, rawhm: np.ndarray) -> list[str | None]:
+    """Per image: None when its class scores (N×K) and relevance (N×…) are finite, else the message for it.
+
+    A finite input can still overflow float32 inside the net (e.g. values of 3e38); the other images of the batch
+    are unaffected (no layer mixes images). Checked once per image at the end; only for a failed image is the
+    forward pass run again (keeping everything) to find the first layer that produced NaN or ±Inf.
+    """
+    finite = np.isfinite(scores).all(axis=1) & np.isfinite(rawhm.reshape(len(rawhm), -1)).all(axis=1)
+    problems: list[str | None] = [None] * len(finite)
+    for n in np.flatnonzero(~finite):
+        forward = net.forward(images[n : n + 1])
+        layer = next((node.name for node, saved in zip(net.nodes, forward.saved, strict=True)
+                      if any(not np.isfinite(top).all() for top in saved.tops)), None)
+        problems[n] = (f"the forward pass produced non-finite values (NaN/Inf) at layer '{layer}'" if layer else
+                       "the relevance came out non-finite (NaN/Inf) although the forward pass was finite")
+    return problems

@@ -165,6 +165,7 @@ class Demo:
         return self.write(staged)
 
     def _write(self, item: Item, explanation, result: Result) -> None:
+        explanation.check()  # NaN or ±Inf arose in the net for this image: its entry fails, never NaN files
         result.top = explanation.top5
         result.classes = explanation.classes
         files = self.output_files(item.entry)

@@ -143,6 +143,35 @@ def test_dask_cluster_gives_the_same_outputs_and_closes_its_client(caffenet):
     assert_same_files(outputs(runs["sequential"]), outputs(out), "--backend dask")
 
 
+def test_dask_workers_in_another_working_directory_write_into_the_client_s_folder(tmp_path, monkeypatch):
+    """Issue 10: the config, its relative files, the list, PREPENDPATH and standalone_outpath are all relative to the
+    client's working directory, and the cluster's workers run in another one. The client resolves every path before
+    submitting, so the outputs land in its own output folder, byte-identical to a sequential run's, and nothing lands
+    where the workers run."""
+    from dask.distributed import Client, LocalCluster
+
+    here, elsewhere = tmp_path / "client", tmp_path / "workers"
+    here.mkdir()
+    elsewhere.mkdir()
+    stage("tiny_f100", here)
+    args = ["config.txt", "filelist.txt", ".", "--batch-size", "1", "--threads", "1", "--quiet"]
+    subprocess.run([*PYTHON_CLI, *args], cwd=here, check=True, timeout=120)
+    expected = outputs(here / "output")
+    assert len(expected) == 3 * 4
+    shutil.rmtree(here / "output")
+
+    monkeypatch.chdir(elsewhere)  # the worker processes start here
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        monkeypatch.chdir(tmp_path)
+        assert set(client.run(os.getcwd).values()) == {str(elsewhere)}
+        run = subprocess.run([*PYTHON_CLI, *args, "--backend", "dask", "--scheduler", cluster.scheduler_address],
+                             cwd=here, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout == "", run.stderr
+    assert_same_files(expected, outputs(here / "output"), "--backend dask, workers elsewhere")
+    assert sorted(p.name for p in elsewhere.iterdir()) == []
+
+
 # -- the tiny net: order, failures, skips, JSON ----------------------------------------------------------------------
 @pytest.fixture
 def tiny(tmp_path):
@@ -325,6 +354,9 @@ class StubDemo:
     def output_files(self, entry):
         return [self.existing] if self.existing else [f"/nonexistent/{entry.line}"]
 
+    def remove_stale_temps(self, entry):
+        return []
+
     def run(self, entries, threads=1):
         return [Result(e, files=[f"/out/{e.line}"]) for e in entries]
 
@@ -423,3 +455,23 @@ def test_progress_bar_only_on_a_terminal_and_a_summary_always(tiny):
     assert re.search(r"\r[0-3]img \[00:[0-9]{2}, [0-9.?]+img/s\]", text), text  # tqdm's bar, list length unknown
     assert "lrp-demo: 3 done, 0 failed in " in text
 
+
+
+def test_skipped_entries_look_for_stale_temporaries_only_in_folders_that_hold_some(tmp_path, monkeypatch):
+    """--skip-existing removes a killed run's temporaries next to complete outputs (test_resume.py), but lists each
+    folder once instead of trying 24 names per skipped entry where there is nothing to find."""
+    clean, dirty = tmp_path / "clean", tmp_path / "dirty"
+    for folder in (clean, dirty):
+        folder.mkdir()
+        (folder / "a.jpg_rawhm.txt").write_text("x")
+    (dirty / ".a.jpg_rawhm.txt~0123456789ab.tmp").write_text("half")
+    listed = []
+    real = os.scandir
+    monkeypatch.setattr(batch.os, "scandir", lambda path: listed.append(path) or real(path))
+    leftovers = batch._Leftovers()
+    assert [leftovers.any_in(str(f)) for f in (clean, dirty, clean, dirty)] == [False, True, False, True]
+    assert listed == [str(clean), str(dirty)]
+    for n in range(batch._Leftovers.KEEP):
+        leftovers.any_in(str(tmp_path / f"missing{n}"))
+    leftovers.any_in(str(clean))
+    assert listed[-1] == str(clean) and len(leftovers.folders) == batch._Leftovers.KEEP

@@ -1,11 +1,14 @@
-"""A run killed with SIGKILL midway and resumed with --skip-existing ends with the outputs of an uninterrupted run,
-and no file ever appears under its final name before it is complete."""
+"""A run killed with SIGKILL midway and resumed with --skip-existing ends with the outputs of an uninterrupted run
+and nothing else in the output folder (no temporary file either), and no file ever appears under its final name
+before it is complete."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -90,5 +93,51 @@ def test_killed_run_resumes_to_the_uninterrupted_outputs(tmp_path):
     got = final_files(out)
     assert sorted(got) == sorted(expected) and len(expected) == 4 * COUNT
     assert [name for name in expected if got[name].read_bytes() != expected[name].read_bytes()] == []
-    # only hidden temporary files of the killed writes may be left over
-    assert all(p.name.endswith(".tmp") for p in out.iterdir() if p.name.startswith("."))
+    assert sorted(p.name for p in out.iterdir()) == sorted(expected)  # nothing else: no temporary file left
+
+
+_KILL_BEFORE_RENAMING = """
+import os, signal, sys
+import lrp_cli.outputs as outputs
+real_commit, commits = outputs._commit, []
+
+def commit(staged):  # the second entry: all of its temporary files complete, none renamed yet
+    commits.append(staged)
+    if len(commits) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    real_commit(staged)
+
+outputs._commit = commit
+from lrp_cli.cli import lrp_demo
+lrp_demo(prog_name="lrp-demo")
+"""
+
+
+def test_temporaries_of_a_killed_rewrite_go_when_the_resumed_run_skips_the_entry(tmp_path):
+    """A rerun over complete outputs (without --skip-existing) is killed while it rewrites the second entry: that
+    entry's complete earlier outputs and the killed writer's temporary files lie side by side. The --skip-existing
+    rerun skips every entry (all outputs exist) and still removes those temporary files."""
+    names = [p.name for p in PHOTOS[:3]]
+    images = tmp_path / "someimages"
+    images.mkdir()
+    for name in names:
+        shutil.copy(ROOT / "someimages" / name, images / name)
+    (tmp_path / "list.txt").write_text("".join(f"someimages/{name} -1\n" for name in names))
+    config = configure(ROOT / "configs" / "config_sequential.txt", tmp_path / "config.txt", ROOT / "configs",
+                       standalone_outpath=tmp_path / "out")
+    args = [str(config), str(tmp_path / "list.txt"), str(tmp_path), "--batch-size", "1", "--quiet"]
+    out = tmp_path / "out" / "someimages"
+    subprocess.run([*PYTHON_CLI, *args], check=True, timeout=120)
+    complete = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert len(complete) == 4 * len(names)
+
+    killed = subprocess.run([sys.executable, "-c", _KILL_BEFORE_RENAMING, *args], capture_output=True, text=True,
+                            timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    left = sorted(p.name for p in out.iterdir() if p.name.startswith("."))
+    assert len(left) == 4 and all(name.startswith(f".{names[1]}_") and name.endswith(".tmp") for name in left)
+
+    resumed = subprocess.run([*PYTHON_CLI, *args, "--skip-existing"], capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "0 done, 0 failed, 3 skipped (outputs exist)" in resumed.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == complete

@@ -13,7 +13,8 @@ MAX, AVE = 0, 1
 
 
 class Pooling(Layer):
-    """MAX: y_j = max of window j (argmax = first maximum in row-major scan); AVE: y_j = Σ_window x / size_j.
+    """MAX: y_j = max of window j (argmax = first maximum in row-major scan; a window holding NaN gives NaN, won by
+    its first NaN); AVE: y_j = Σ_window x / size_j.
 
     Relevance: MAX WinnerTakesAll, R_i = Σ_{j: argmax_j = i} R_j; AVE Proportional,
     R_i = Σ_{j ∋ i} x_i·R_j/s_j with s_j = Σ_{window j} x, where |s_j| < 1e-6 adds x_i instead (the original's rule).
@@ -125,6 +126,12 @@ class Pooling(Layer):
             # first maximum in row-major order of the window: the largest of (kh·kw − tap) over the taps equal to y
             first = (part == y[lo:hi]).view(np.uint8) * ranks
             offset[lo:hi] = kh * kw - first.max(axis=0).astype(np.int64)
+            # a window holding NaN has the maximum NaN, which equals no tap: its winner is the first NaN (an image
+            # whose values overflowed is reported by the explainer; it must not break the others of its batch)
+            lost = offset[lo:hi] == kh * kw
+            if lost.any():
+                first_nan = (np.isnan(part).view(np.uint8) * ranks).max(axis=0)
+                offset[lo:hi][lost] = kh * kw - first_nan[lost].astype(np.int64)
         y = y.reshape(n, c, ho, wo)
         offset = offset.reshape(n, c, ho, wo)
         # per-plane index of the winner: window origin + the tap's offset within the window

@@ -81,15 +81,19 @@ class Demo:
         self.model = Model.from_config(config, max_pixels=options.max_pixels)
         self.colormap = options.colormap or config.heatmap_colormap
         self.clip_percentile = options.clip_percentile or config.heatmap_clip_percentile
+        self._recent_paths: dict[str, OutputPaths] = {}
 
     # -- per entry -------------------------------------------------------------------------------------------------
     def _paths(self, entry: FileListEntry) -> OutputPaths:
-        return output_paths(
-            entry.fullpath,
-            self.config.standalone_outpath,
-            self.config.standalone_rootpath,
-            original_names=self.options.original_names,
-        )
+        """The entry's output names, remembered for the last few entries (each is asked for several times)."""
+        paths = self._recent_paths.get(entry.fullpath)
+        if paths is None:
+            paths = output_paths(entry.fullpath, self.config.standalone_outpath, self.config.standalone_rootpath,
+                                 original_names=self.options.original_names)
+            if len(self._recent_paths) >= 1024:
+                self._recent_paths.clear()
+            self._recent_paths[entry.fullpath] = paths
+        return paths
 
     def output_files(self, entry: FileListEntry) -> list[str]:
         """Every file this entry produces, in writing order (what --skip-existing checks and _write writes); an

@@ -21,7 +21,7 @@ Each measurement is one real ``lrp-demo`` process (outputs into a temporary fold
 * ``peak RSS``: ``ru_maxrss`` of the ``lrp-demo`` process (``os.wait4``) after ``--rss`` lists of 200 and 2 000 images
   (``--jobs 1``); target: the second ≤ 1.1 × the first.
 
-Options: ``--images N`` (throughput list length, default 200), ``--rss A,B``, ``--batch-size``, ``--no-rss``,
+Options: ``--images N`` (throughput list length, default 200), ``--rss A,B``, ``--no-rss``,
 ``--no-marginal``, ``--no-scaling``, ``--repeats``. Exit status 0 even when a target is missed: this is a report,
 not a test.
 """

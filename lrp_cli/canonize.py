@@ -51,8 +51,8 @@ class FoldedChain(Layer):
 
     def forward(self, bottoms):
         tops, state = self.head.forward(bottoms)
-        for affine in self.affines:
-            tops, _ = affine.forward(tops)
+        for affine in self.affines:  # the head's output is its own (never kept): overwritten, not copied
+            affine.forward_in_place(tops[0])
         return tops, state
 
     def supports(self, rule: Rule) -> bool:

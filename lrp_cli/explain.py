@@ -123,6 +123,12 @@ class Explainer:
         )
 
     def _explain(self, images, targets, input_bounds, on_layer) -> Explanation:
+        # NaN and ±Inf are found afterwards (non_finite_problems), per image: numpy's warnings about them would only
+        # be noise, or, while another thread decodes an image under an "error" warning filter, an exception
+        with np.errstate(all="ignore"):
+            return self._explain_quietly(images, targets, input_bounds, on_layer)
+
+    def _explain_quietly(self, images, targets, input_bounds, on_layer) -> Explanation:
         forward = self.graph.forward(images, self.rules, keep=self.graph.nodes[self.start].tops)
         output = forward.outputs[self.graph.output_names[0]]
         values = output.reshape(output.shape[0], -1)

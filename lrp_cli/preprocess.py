@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import threading
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -203,6 +204,10 @@ def _decode_frame(im: Image.Image, fmt: str | None) -> DecodedImage:
     )
 
 
+#: held while the process-wide warning filter is changed for a decode (see :func:`load_image`)
+_WARNINGS_LOCK = threading.Lock()
+
+
 def load_image(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MAX_PIXELS) -> DecodedImage:
     """Decode the first frame of ``path`` with Pillow (EXIF orientation not applied).
 
@@ -211,11 +216,12 @@ def load_image(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MA
     file's header (checked before decoding; None: only Pillow's own ``Image.MAX_IMAGE_PIXELS`` applies), or any
     other warning Pillow emits while decoding (turned into an error, as Magick++ throws on ImageMagick's
     corrupt-image warnings) — raises :class:`ImageError` with one line naming the file. The warning filter is
-    process-wide while it runs (``warnings.catch_warnings``): decode in processes, not threads, when that matters.
+    process-wide while it runs (``warnings.catch_warnings``), so decoding holds a lock: threads may call this
+    function, but they decode one at a time.
     """
     name = display_path(path)
     try:
-        with open_regular(path, "image", ImageError) as f, warnings.catch_warnings():
+        with open_regular(path, "image", ImageError) as f, _WARNINGS_LOCK, warnings.catch_warnings():
             warnings.simplefilter("error")
             if max_pixels is not None:  # our own limit is checked below; Pillow's lower warning level is moot
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)

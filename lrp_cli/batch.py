@@ -248,8 +248,8 @@ class _Stages:
     """The prepare and write threads of :func:`_sequential`, talking to its thread through ``events``:
     ("prepared" | "written" | "error", payload)."""
 
-    def __init__(self, demo: Demo, chunks: Iterator[tuple[list, list]]):
-        self.demo, self.chunks = demo, chunks
+    def __init__(self, demo: Demo, chunks: Iterator[tuple[list, list]], write_threads: int = 1):
+        self.demo, self.chunks, self.write_threads = demo, chunks, write_threads
         self.events: queue.SimpleQueue = queue.SimpleQueue()
         self.to_write: queue.SimpleQueue = queue.SimpleQueue()
         self.in_flight = threading.Semaphore(3)  # batches prepared but not yet written
@@ -279,7 +279,7 @@ class _Stages:
                 continue
             waiting, staged = job
             try:
-                results = self.demo.write(staged) if staged is not None else []
+                results = self.demo.write(staged, self.write_threads) if staged is not None else []
             except Exception as exc:  # noqa: BLE001 - reported per entry, the run goes on
                 results = _failed(staged.entries, f"unexpected {type(exc).__name__}: {exc}")
             self.in_flight.release()
@@ -298,7 +298,8 @@ class _Stages:
 def _sequential(demo: Demo, items: Iterable, plan: Plan) -> Iterator:
     """One process, three stages overlapping across batches: a thread prepares the next batch (list, decoding,
     resizing), this thread explains the current one (in ``plan.threads`` slices, BLAS on one thread each), and a
-    thread writes the previous one's outputs. Each stage keeps the list's order, so the results come in order;
+    thread writes the previous one's outputs (``plan.threads`` entries at a time: PNG encoding and most of the text
+    formatting run without the GIL). Each stage keeps the list's order, so the results come in order;
     at most a few batches are in flight, so memory stays flat. The arithmetic of every image is the same as in
     :meth:`Demo.run`."""
     chunks = _chunks(demo, items, plan, plan.batch_size)
@@ -308,7 +309,7 @@ def _sequential(demo: Demo, items: Iterable, plan: Plan) -> Iterator:
         for waiting, todo in chunks:
             yield from _flush(waiting, _run_batch(demo, todo, plan.blas_threads, plan.threads) if todo else [])
         return
-    stages = _Stages(demo, chunks)
+    stages = _Stages(demo, chunks, plan.threads)
     try:
         with limit_blas(plan.blas_threads):
             while True:

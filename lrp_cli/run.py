@@ -6,8 +6,12 @@ config + file list → model → preprocess → forward → rules → relevance 
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from .api import Model, Prepared, encode_explanation
 from .config import Config
@@ -121,7 +125,8 @@ class Demo:
         return Item(entry, paths, self.model.prepare(entry.path))
 
     def stage(self, entries: list[FileListEntry]) -> Staged:
-        """Prepare a batch: each entry's stale temporaries removed and its input preprocessed, or its error."""
+        """Prepare a batch: each entry's stale temporaries removed and its input preprocessed, or its error. (One
+        entry after the other: preprocessing is many small numpy steps, which threads would only take turns at.)"""
         started = time.perf_counter()
         results = [Result(e) for e in entries]
         items: list[Item] = []
@@ -147,15 +152,17 @@ class Demo:
                 staged.fail(str(exc))
         staged.seconds += time.perf_counter() - started
 
-    def write(self, staged: Staged) -> list[Result]:
-        """Write the outputs of an explained batch; one Result per entry, in order."""
+    def write(self, staged: Staged, threads: int = 1) -> list[Result]:
+        """Write the outputs of an explained batch; one Result per entry, in order. ``threads`` > 1 writes several
+        entries at once; entries with the same output files are written one after the other, in list order, so
+        that the later one's files are the ones that stay."""
         started = time.perf_counter()
-        for item, explanation in zip(staged.items, staged.explanations, strict=False):
-            result = staged.result(item.entry)
-            try:
-                self._write(item, explanation, result)
-            except LrpError as exc:
-                result.error = str(exc)
+        pairs = list(zip(staged.items, staged.explanations, strict=False))
+        lanes: dict[str, list[int]] = {}  # the entries of each set of output files, in list order
+        for n, (item, _) in enumerate(pairs):
+            lanes.setdefault(item.paths.rawhm, []).append(n)
+        _in_lanes(list(lanes.values()), threads,
+                  lambda n: self._write_entry(*pairs[n], staged.result(pairs[n][0].entry)))
         seconds = (staged.seconds + time.perf_counter() - started) / max(len(staged.entries), 1)
         for result in staged.results:
             result.seconds = seconds
@@ -168,6 +175,12 @@ class Demo:
         self.explain(staged, threads)
         return self.write(staged)
 
+    def _write_entry(self, item: Item, explanation, result: Result) -> None:
+        try:
+            self._write(item, explanation, result)
+        except LrpError as exc:
+            result.error = str(exc)
+
     def _write(self, item: Item, explanation, result: Result) -> None:
         explanation.check()  # NaN or ±Inf arose in the net for this image: its entry fails, never NaN files
         result.top = explanation.top5
@@ -177,3 +190,69 @@ class Demo:
                                       overlay_image=self.options.overlay, clip_percentile=self.clip_percentile)
         # every file or none; an earlier run's complete outputs are only ever replaced by complete new ones
         result.files = write_files(contents)
+
+
+class _Helpers:
+    """Daemon threads of this process that run lanes for :func:`_in_lanes` (kept, not made per batch: their
+    thread-local scratch, e.g. :mod:`lrp_cli.gformat`'s, is made once; daemon: they never delay the end of the
+    process)."""
+
+    def __init__(self) -> None:
+        self.tasks: queue.SimpleQueue = queue.SimpleQueue()
+        self.threads: list[threading.Thread] = []
+        self.lock = threading.Lock()
+
+    def submit(self, task: Callable[[], None], count: int) -> None:
+        """Run ``task`` in ``count`` helpers (threads are started as needed)."""
+        with self.lock:
+            while len(self.threads) < count:
+                thread = threading.Thread(target=self._serve, name="lrp-entries", daemon=True)
+                thread.start()
+                self.threads.append(thread)
+        for _ in range(count):
+            self.tasks.put(task)
+
+    def _serve(self) -> None:
+        while True:
+            self.tasks.get()()
+
+
+_HELPERS = _Helpers()
+
+
+def _in_lanes(lanes: list[list[int]], threads: int, work: Callable[[int], Any]) -> list[Any]:
+    """``work(n)`` for every index of every lane, each lane's indices one after the other, up to ``threads`` lanes
+    at a time (this thread and helpers); the values in the order of the indices (the lanes hold 0 … N−1 between
+    them). The first exception of any lane is raised at the end. The calling thread takes lanes too, so it never
+    waits for a helper that is busy elsewhere, only for the lanes a helper has begun."""
+    values: list[Any] = [None] * sum(len(lane) for lane in lanes)
+    waiting = iter(lanes)
+    errors: list[BaseException] = []
+    state = threading.Condition()
+    running = [0]  # lanes begun and not yet finished
+
+    def run() -> None:
+        while True:
+            with state:
+                lane = next(waiting, None)
+                if lane is None:
+                    return
+                running[0] += 1
+            try:
+                for n in lane:
+                    values[n] = work(n)
+            except BaseException as exc:  # noqa: BLE001 - raised by the calling thread
+                errors.append(exc)
+            finally:
+                with state:
+                    running[0] -= 1
+                    state.notify_all()
+
+    if threads > 1 and len(lanes) > 1:
+        _HELPERS.submit(run, min(threads, len(lanes)) - 1)
+    run()
+    with state:
+        state.wait_for(lambda: running[0] == 0)
+    if errors:
+        raise errors[0]
+    return values

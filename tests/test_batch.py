@@ -3,6 +3,7 @@ outputs, results stream in list order, failures are reported per entry, --json a
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import itertools
 import json
@@ -201,8 +202,9 @@ def describe(item) -> tuple:
     return (item.entry.line, item.skipped, item.error is None, item.classes)
 
 
-@pytest.mark.parametrize("plan", [Plan(), Plan(batch_size=3), Plan(jobs=2), Plan(jobs=2, batch_size=2)],
-                         ids=["sequential", "batch3", "jobs2", "jobs2-batch2"])
+@pytest.mark.parametrize("plan", [Plan(), Plan(batch_size=3), Plan(batch_size=4, threads=2), Plan(jobs=2),
+                                  Plan(jobs=2, batch_size=2)],
+                         ids=["sequential", "batch3", "batch4-threads2", "jobs2", "jobs2-batch2"])
 def test_results_come_back_in_list_order_with_skips_and_failures_in_place(tiny, plan):
     root, config_path = tiny
     config = load_config(config_path)
@@ -216,9 +218,30 @@ def test_results_come_back_in_list_order_with_skips_and_failures_in_place(tiny, 
     assert [d[2] for d in first if d[0] != "line error"] == [True, True, False, True, False, True]
     assert first[1][3] == [3] and len(first[4][3]) == 5  # class 3; the top-5 composite
     # resumed: done entries are skipped, failed ones tried again, each still in its place
-    again = run(Plan(plan.batch_size, plan.jobs, skip_existing=True))
+    again = run(dataclasses.replace(plan, skip_existing=True))
     assert [d[:3] for d in again] == [(1, True, True), (2, True, True), (3, False, False), ("line error", 4),
                                       (5, True, True), (6, False, False), (7, True, True)]
+
+
+def test_entries_with_the_same_outputs_are_written_in_list_order(tiny):
+    """Entries of one batch are written two at a time (--threads 2), but the later of two entries with the same
+    output files is always written last: its files are the ones that stay."""
+    root, config_path = tiny
+    config = load_config(config_path)
+    out = root / "output" / "someimages"
+
+    def run(lines: list[str]) -> dict[str, bytes]:
+        path = root / "dup.txt"
+        path.write_text("".join(f"{line}\n" for line in lines))
+        results = list(run_entries(config, OutputOptions(), iter_filelist(path, str(root)), Plan(4, threads=2)))
+        assert all(r.error is None for r in results)
+        return {p.name: p.read_bytes() for p in out.glob("cat12.jpg_*")}
+
+    alone = run(["someimages/cat12.jpg 3"])
+    for _ in range(3):
+        both = run(["someimages/cat12.jpg 1", "someimages/hare3.jpg -1", "someimages/sheep11.jpg -1",
+                    "someimages/cat12.jpg 3"])
+        assert both == alone and len(alone) == 4
 
 
 def test_shards_partition_the_list():
@@ -366,7 +389,7 @@ class StubDemo:
     def explain(self, staged, threads=1):
         pass
 
-    def write(self, staged):
+    def write(self, staged, threads=1):
         return staged.results
 
 

@@ -69,7 +69,8 @@ def _options(command):
         click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
                      help="Worker processes (each loads the model once)."),
         click.option("--threads", type=click.IntRange(min=1), default=None,
-                     help="Threads per process that explain slices of each batch [default: cores / jobs]."),
+                     help="Threads per process that explain slices of each batch and write its outputs [default: "
+                          "cores / jobs]."),
         click.option("--backend", type=click.Choice(["loky", "dask"]), default=None,
                      help="Where the workers run: local processes or a Dask cluster [default: loky; dask with "
                           "--scheduler]."),

@@ -173,7 +173,7 @@ class Demo:
         Result per entry. (lrp-demo in one process overlaps these three steps across batches: lrp_cli.batch.)"""
         staged = self.stage(entries)
         self.explain(staged, threads)
-        return self.write(staged)
+        return self.write(staged, threads)
 
     def _write_entry(self, item: Item, explanation, result: Result) -> None:
         try:

@@ -27,6 +27,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from .config import Config
@@ -77,7 +78,7 @@ class Plan:
     shard: Shard = Shard()
     skip_existing: bool = False
     blas_threads: int | None = 1  # BLAS threads in every process that explains images; None: leave BLAS alone
-    threads: int = 1  # threads per process that explain slices of a batch (see Explainer.explain)
+    threads: int = 1  # threads per process that explain a batch (in chunks, see _sequential) and write its outputs
     join_runt: bool = False  # join a last batch under half the size to the one before (the list is read ahead)
     overlap: bool = True  # one process: prepare, explain and write different batches at once (off: one by one)
 
@@ -246,13 +247,13 @@ _END = object()
 
 class _Stages:
     """The prepare and write threads of :func:`_sequential`, talking to its thread through ``events``:
-    ("prepared" | "written" | "error", payload)."""
+    ("prepared" | "explained" | "written" | "error", payload)."""
 
-    def __init__(self, demo: Demo, chunks: Iterator[tuple[list, list]], write_threads: int = 1):
-        self.demo, self.chunks, self.write_threads = demo, chunks, write_threads
+    def __init__(self, demo: Demo, chunks: Iterator[tuple[list, list]], threads: int = 1):
+        self.demo, self.chunks, self.write_threads = demo, chunks, threads
         self.events: queue.SimpleQueue = queue.SimpleQueue()
         self.to_write: queue.SimpleQueue = queue.SimpleQueue()
-        self.in_flight = threading.Semaphore(3)  # batches prepared but not yet written
+        self.in_flight = threading.Semaphore(3 * threads)  # chunks prepared but not yet written
         self.stop = threading.Event()
         self.threads = [threading.Thread(target=self._prepare, name="lrp-prepare", daemon=True),
                         threading.Thread(target=self._write, name="lrp-write", daemon=True)]
@@ -296,20 +297,37 @@ class _Stages:
 
 
 def _sequential(demo: Demo, items: Iterable, plan: Plan) -> Iterator:
-    """One process, three stages overlapping across batches: a thread prepares the next batch (list, decoding,
-    resizing), this thread explains the current one (in ``plan.threads`` slices, BLAS on one thread each), and a
-    thread writes the previous one's outputs (``plan.threads`` entries at a time: PNG encoding and most of the text
-    formatting run without the GIL). Each stage keeps the list's order, so the results come in order;
-    at most a few batches are in flight, so memory stays flat. The arithmetic of every image is the same as in
-    :meth:`Demo.run`."""
-    chunks = _chunks(demo, items, plan, plan.batch_size)
-    if plan.join_runt and plan.batch_size > 1:
-        chunks = _join_runt(chunks, plan.batch_size)
+    """One process, three stages overlapping: a thread prepares chunks of the list (decoding, resizing),
+    ``plan.threads`` threads explain them (BLAS on one thread each), and a thread writes their outputs
+    (``plan.threads`` entries at a time: PNG encoding and most of the text formatting run without the GIL).
+
+    A batch of ``plan.batch_size`` is explained as ``plan.threads`` chunks of batch_size/threads entries, each by
+    its own thread, and no thread waits for another at the end of a batch: the first chunk is explained while the
+    next ones are still decoding, and the last ones are written while the others are still explained. Results are
+    reordered before the writer, so they come in list order; at most a few batches are in flight, so memory stays
+    flat. The arithmetic of every image is the same as in :meth:`Demo.run` (an image's result does not depend on
+    its batch)."""
+    size = -(-plan.batch_size // plan.threads) if plan.overlap else plan.batch_size
+    chunks = _chunks(demo, items, plan, size)
+    if plan.join_runt and size > 1:
+        chunks = _join_runt(chunks, size)
     if not plan.overlap:  # e.g. --fail-fast: nothing after a failed entry may have been started
         for waiting, todo in chunks:
             yield from _flush(waiting, _run_batch(demo, todo, plan.blas_threads, plan.threads) if todo else [])
         return
     stages = _Stages(demo, chunks, plan.threads)
+    engine = ThreadPoolExecutor(plan.threads, thread_name_prefix="lrp-explain")
+
+    def explain(number: int, waiting: list, staged) -> None:
+        try:
+            demo.explain(staged)
+        except Exception as exc:  # noqa: BLE001 - reported per entry, the run goes on
+            staged.fail(f"unexpected {type(exc).__name__}: {exc}")
+        stages.events.put(("explained", (number, waiting, staged)))
+
+    explained: dict[int, tuple] = {}  # chunks explained out of turn, by their number in the list
+    given = written = 0  # chunks handed to the engine, chunks handed to the writer
+    listed = None  # the number of chunks, once the list has ended
     try:
         with limit_blas(plan.blas_threads):
             while True:
@@ -320,17 +338,27 @@ def _sequential(demo: Demo, items: Iterable, plan: Plan) -> Iterator:
                     if payload is _END:
                         return
                     yield from _flush(*payload)
-                elif payload is _END:
-                    stages.to_write.put(_END)
-                else:
+                    continue
+                if kind == "prepared" and payload is _END:
+                    listed = given
+                elif kind == "prepared":
                     waiting, staged = payload
-                    if staged is not None:
-                        try:
-                            demo.explain(staged, plan.threads)
-                        except Exception as exc:  # noqa: BLE001 - reported per entry, the run goes on
-                            staged.fail(f"unexpected {type(exc).__name__}: {exc}")
-                    stages.to_write.put((waiting, staged))
+                    if staged is None:  # only results that are ready: nothing to explain
+                        explained[given] = (waiting, None)
+                    else:
+                        engine.submit(explain, given, waiting, staged)
+                    given += 1
+                else:
+                    number, waiting, staged = payload
+                    explained[number] = (waiting, staged)
+                while written in explained:
+                    stages.to_write.put(explained.pop(written))
+                    written += 1
+                if written == listed:
+                    stages.to_write.put(_END)
+                    listed = None
     finally:
+        engine.shutdown(wait=True, cancel_futures=True)
         stages.close()
 
 

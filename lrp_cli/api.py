@@ -384,11 +384,6 @@ class Model:
         """The rule of every layer from the start layer down (``lrp-demo --show-rules``) under these settings."""
         return self._variant(self.settings.replace(**settings)).explainer.describe_rules()
 
-    @property
-    def activation_bytes(self) -> int:
-        """Bytes of all the net's blobs for one image (float32): what one more image in a batch costs, roughly."""
-        return 4 * sum(self._sizes.values())
-
     def class_count(self, **settings: Any) -> int:
         """How many classes a target can name: the outputs of the start layer."""
         return self._variant(self.settings.replace(**settings)).class_count

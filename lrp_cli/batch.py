@@ -83,17 +83,6 @@ class Plan:
     overlap: bool = True  # one process: prepare, explain and write different batches at once (off: one by one)
 
 
-#: the activations one thread's part of a default batch may hold (see :func:`default_batch_size`)
-DEFAULT_CHUNK_BYTES = 100 * 2**20
-
-
-def default_batch_size(threads: int, activation_bytes: int) -> int:
-    """The batch of a file list when none is given: 2 images per thread, up to 4 for nets whose blobs take little
-    memory per image (CaffeNet 4 MB, SqueezeNet and MobileNet 20 MB: 4; ResNet-50 106 MB, VGG-16 58 MB: 2). Small
-    nets gain most from batching (the shipped SqueezeNet demo: 14.5 → 15.5 img/s on 2 cores, 160 MB more memory)."""
-    return threads * max(2, min(4, DEFAULT_CHUNK_BYTES // max(1, activation_bytes)))
-
-
 # -- one process's work --------------------------------------------------------------------------------------------
 _DEMOS: dict[tuple, Demo] = {}
 _DEMO_LOCK = threading.Lock()

@@ -26,7 +26,7 @@ import numpy as np
 
 from . import __version__
 from .api import load
-from .batch import Plan, Shard, default_batch_size, run_entries, scheduler_address
+from .batch import Plan, Shard, run_entries, scheduler_address
 from .config import Config, load_config
 from .errors import LrpError
 from .filelist import FileListEntry, FileListLineError, iter_filelist
@@ -97,8 +97,8 @@ def _options(command):
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
-              help="Images per forward and relevance pass [default: 2 per core of each worker, 4 for nets with "
-                   "small activations; 1 for a list on stdin]. Results do not depend on it.")
+              help="Images per forward and relevance pass [default: 2 per core of each worker; 1 for a list on "
+                   "stdin]. Results do not depend on it.")
 @_options
 def lrp_demo(batch_size, **kwargs):
     """Explain each image of FILELIST (or '-' for stdin) with the net and relevance rule of CONFIG.
@@ -158,7 +158,7 @@ def _plan(args: _Args, demo: Demo, batch_size: int | str | None) -> Plan:
     if threads is None:
         threads = 1 if args.backend == "dask" else max(1, (os.cpu_count() or 1) // args.jobs)
     if batch_size == "auto":  # from stdin, one at a time: a result must not wait for lines not yet written
-        batch_size = 1 if args.filelist == "-" else default_batch_size(threads, demo.model.activation_bytes)
+        batch_size = 1 if args.filelist == "-" else 2 * threads
     return Plan(
         batch_size=batch_size or max(1, demo.model.net.input_shape[0]),
         threads=threads,

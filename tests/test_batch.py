@@ -244,22 +244,6 @@ def test_entries_with_the_same_outputs_are_written_in_list_order(tiny):
         assert both == alone and len(alone) == 4
 
 
-def test_the_default_batch_grows_for_nets_with_small_activations():
-    """File lists get 2 images per thread, 4 for nets whose blobs take at most DEFAULT_CHUNK_BYTES / 4 per image:
-    the shipped SqueezeNet (about 20 MB per image) gets 4, a net of ResNet-50's or VGG-16's size 2."""
-    from conftest import ROOT
-
-    import lrp_cli
-
-    squeezenet = lrp_cli.load_caffe(ROOT / "models/squeezenet_v1.1/deploy.prototxt",
-                                    ROOT / "models/squeezenet_v1.1/squeezenet_v1.1.caffemodel")
-    assert 15 * 2**20 < squeezenet.activation_bytes < 25 * 2**20
-    assert batch.default_batch_size(2, squeezenet.activation_bytes) == 8
-    assert batch.default_batch_size(3, squeezenet.activation_bytes) == 12
-    assert batch.default_batch_size(2, 58 * 2**20) == batch.default_batch_size(2, 106 * 2**20) == 4
-    assert batch.default_batch_size(1, batch.DEFAULT_CHUNK_BYTES // 3) == 3
-
-
 def test_shards_partition_the_list():
     items = list(range(11))
     parts = [list(Shard(i, 3).select(items)) for i in range(3)]

@@ -358,8 +358,10 @@ def _sequential(demo: Demo, items: Iterable, plan: Plan) -> Iterator:
                     stages.to_write.put(_END)
                     listed = None
     finally:
-        engine.shutdown(wait=True, cancel_futures=True)
-        stages.close()
+        try:
+            stages.close()  # first: the writer finishes the entry it is writing and starts no other
+        finally:
+            engine.shutdown(wait=True, cancel_futures=True)  # explaining writes nothing: the chunks begun may end
 
 
 # -- worker pools ---------------------------------------------------------------------------------------------------

@@ -354,7 +354,7 @@ def _sequential(demo: Demo, items: Iterable, plan: Plan) -> Iterator:
                 while written in explained:
                     stages.to_write.put(explained.pop(written))
                     written += 1
-                if written == listed:
+                if written == listed:  # every chunk handed to the writer: tell it the list has ended (once)
                     stages.to_write.put(_END)
                     listed = None
     finally:

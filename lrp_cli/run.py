@@ -157,12 +157,10 @@ class Demo:
         entries at once; entries with the same output files are written one after the other, in list order, so
         that the later one's files are the ones that stay."""
         started = time.perf_counter()
-        pairs = list(zip(staged.items, staged.explanations, strict=False))
-        lanes: dict[str, list[int]] = {}  # the entries of each set of output files, in list order
-        for n, (item, _) in enumerate(pairs):
-            lanes.setdefault(item.paths.rawhm, []).append(n)
-        _in_lanes(list(lanes.values()), threads,
-                  lambda n: self._write_entry(*pairs[n], staged.result(pairs[n][0].entry)))
+        lanes: dict[str, list] = {}  # the entries of each set of output files, in list order
+        for item, explanation in zip(staged.items, staged.explanations, strict=False):
+            lanes.setdefault(item.paths.rawhm, []).append((item, explanation, staged.result(item.entry)))
+        _in_lanes(list(lanes.values()), threads, lambda job: self._write_entry(*job))
         seconds = (staged.seconds + time.perf_counter() - started) / max(len(staged.entries), 1)
         for result in staged.results:
             result.seconds = seconds
@@ -220,12 +218,10 @@ class _Helpers:
 _HELPERS = _Helpers()
 
 
-def _in_lanes(lanes: list[list[int]], threads: int, work: Callable[[int], Any]) -> list[Any]:
-    """``work(n)`` for every index of every lane, each lane's indices one after the other, up to ``threads`` lanes
-    at a time (this thread and helpers); the values in the order of the indices (the lanes hold 0 … N−1 between
-    them). The first exception of any lane is raised at the end. The calling thread takes lanes too, so it never
-    waits for a helper that is busy elsewhere, only for the lanes a helper has begun."""
-    values: list[Any] = [None] * sum(len(lane) for lane in lanes)
+def _in_lanes(lanes: list[list], threads: int, work: Callable[[Any], None]) -> None:
+    """``work(job)`` for every job of every lane, each lane's jobs one after the other, up to ``threads`` lanes at a
+    time (this thread and helpers). The first exception of any lane is raised at the end. The calling thread takes
+    lanes too, so it never waits for a helper that is busy elsewhere, only for the lanes a helper has begun."""
     waiting = iter(lanes)
     errors: list[BaseException] = []
     state = threading.Condition()
@@ -239,8 +235,8 @@ def _in_lanes(lanes: list[list[int]], threads: int, work: Callable[[int], Any]) 
                     return
                 running[0] += 1
             try:
-                for n in lane:
-                    values[n] = work(n)
+                for job in lane:
+                    work(job)
             except BaseException as exc:  # noqa: BLE001 - raised by the calling thread
                 errors.append(exc)
             finally:
@@ -255,4 +251,3 @@ def _in_lanes(lanes: list[list[int]], threads: int, work: Callable[[int], Any]) 
         state.wait_for(lambda: running[0] == 0)
     if errors:
         raise errors[0]
-    return values

@@ -332,3 +332,30 @@ def explainer(net, formula: int, epsilon: float = 1.0, beta: float = 1.0, aux: i
 
     settings = RelevanceSettings(formula, epsilon, beta, aux, last, first, lrn_relevance)
     return Explainer(net, settings, numclasses)
+
+
+def logits64(net, x, output: str):
+    """The forward pass in float64 (the layers keep their input's precision) for inputs ``x`` (N×C×H×W): blob
+    ``output``."""
+    blobs = {net.input_name: x}
+    for node in net.nodes:
+        if node.type == "Input":
+            continue
+        tops, _ = node.layer.forward([blobs[b] for b in node.bottoms])
+        blobs.update(zip(node.tops, tops, strict=True))
+        if node.name == output:
+            return blobs[output]
+    raise AssertionError(f"no layer {output}")
+
+
+def score_gradient(net, x, weights, output: str, h: float):
+    """The slow literal oracle of the gradient formulas: Σ_c weights[c]·∂ output_c / ∂x by central differences of
+    :func:`logits64`, one input value at a time. x: 1×C×H×W float64 → 1×C×H×W."""
+    numeric = np.zeros_like(x)
+    for index in np.ndindex(x.shape):
+        plus, minus = x.copy(), x.copy()
+        plus[index] += h
+        minus[index] -= h
+        numeric[index] = (logits64(net, plus, output)[0] - logits64(net, minus, output)[0]) @ weights / (2 * h)
+    return numeric
+

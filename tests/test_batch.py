@@ -223,25 +223,55 @@ def test_results_come_back_in_list_order_with_skips_and_failures_in_place(tiny, 
                                       (5, True, True), (6, False, False), (7, True, True)]
 
 
-def test_entries_with_the_same_outputs_are_written_in_list_order(tiny):
-    """Entries of one batch are written two at a time (--threads 2), but the later of two entries with the same
-    output files is always written last: its files are the ones that stay."""
+def test_entries_with_the_same_outputs_are_written_in_list_order(tiny, monkeypatch):
+    """The entries of a chunk are written two at a time (--threads 2), but the later of two entries with the same
+    output files is always written last, even when the earlier one is slow to write: its files are the ones that
+    stay."""
     root, config_path = tiny
     config = load_config(config_path)
     out = root / "output" / "someimages"
+    real = Demo._write
+
+    def slow_first(self, item, explanation, result):
+        if item.entry.line == 1:
+            time.sleep(0.3)  # written one at a time, the list's fourth entry would be done long before
+        return real(self, item, explanation, result)
 
     def run(lines: list[str]) -> dict[str, bytes]:
         path = root / "dup.txt"
         path.write_text("".join(f"{line}\n" for line in lines))
-        results = list(run_entries(config, OutputOptions(), iter_filelist(path, str(root)), Plan(4, threads=2)))
+        # batch 8 on 2 threads: chunks of 4, so all four entries are written by the same call
+        results = list(run_entries(config, OutputOptions(), iter_filelist(path, str(root)), Plan(8, threads=2)))
         assert all(r.error is None for r in results)
         return {p.name: p.read_bytes() for p in out.glob("cat12.jpg_*")}
 
     alone = run(["someimages/cat12.jpg 3"])
-    for _ in range(3):
-        both = run(["someimages/cat12.jpg 1", "someimages/hare3.jpg -1", "someimages/sheep11.jpg -1",
-                    "someimages/cat12.jpg 3"])
-        assert both == alone and len(alone) == 4
+    monkeypatch.setattr(Demo, "_write", slow_first)
+    both = run(["someimages/cat12.jpg 1", "someimages/hare3.jpg -1", "someimages/sheep11.jpg -1",
+                "someimages/cat12.jpg 3"])
+    assert both == alone and len(alone) == 4
+
+
+def test_chunks_explained_out_of_turn_come_back_in_list_order(tiny, monkeypatch):
+    """Each thread explains its own chunk; when the first chunk takes longest, the later ones finish first, and the
+    results (and skipped lines and errors between them) still come back in list order."""
+    root, config_path = tiny
+    real = Demo.explain
+    finished = []
+
+    def slow_first(self, staged, threads=1):
+        if staged.entries[0].line == 1:
+            time.sleep(0.5)
+        real(self, staged, threads)
+        finished.append(staged.entries[0].line)
+
+    monkeypatch.setattr(Demo, "explain", slow_first)
+    results = list(run_entries(load_config(config_path), OutputOptions(),
+                               iter_filelist(mixed_list(root), str(root)), Plan(batch_size=2, threads=2)))
+    assert finished[0] != 1  # the chunk of line 1 was overtaken
+    assert [describe(r)[0] for r in results] == [1, 2, 3, "line error", 5, 6, 7]
+    assert [describe(r)[2] for r in results if not isinstance(r, FileListLineError)] == [True, True, False, True,
+                                                                                        False, True]
 
 
 def test_shards_partition_the_list():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from netbuilder import explainer
+from netbuilder import explainer, logits64, score_gradient
 
 from lrp_cli.caffe import InputDef, LayerDef, NetDef, caffe_pb2, load_model
 from lrp_cli.net import Net
@@ -180,17 +180,6 @@ def gradient_net(seed=1) -> Net:
     return Net(NetDef("gradient", (InputDef("data", (1, 3, 8, 8)),), layers))
 
 
-def logits64(net: Net, x: np.ndarray) -> np.ndarray:
-    """The net's forward pass in float64 (the layers keep the input's precision), up to fc2."""
-    blobs = {"data": x}
-    for node in net.nodes:
-        tops, _ = node.layer.forward([blobs[b] for b in node.bottoms])
-        blobs.update(zip(node.tops, tops, strict=True))
-        if node.name == "fc2":
-            return blobs["fc2"]
-    raise AssertionError("no fc2")
-
-
 def test_gradient_formula_is_score_times_numerical_gradient():
     net = gradient_net()
     images = np.random.default_rng(3).normal(size=(2, 3, 8, 8)).astype(np.float32)
@@ -201,16 +190,11 @@ def test_gradient_formula_is_score_times_numerical_gradient():
     h = 1e-6
     for n in range(2):
         x = images[n : n + 1].astype(np.float64)
-        logits = logits64(net, x)[0]
+        logits = logits64(net, x, "fc2")[0]
         weights = np.zeros(6)
         for c in explanation.classes[n]:
             weights[c] = logits[c]  # the score of the class, held fixed
-        numeric = np.zeros_like(x)
-        for index in np.ndindex(x.shape):
-            plus, minus = x.copy(), x.copy()
-            plus[index] += h
-            minus[index] -= h
-            numeric[index] = (logits64(net, plus)[0] - logits64(net, minus)[0]) @ weights / (2 * h)
+        numeric = score_gradient(net, x, weights, "fc2", h)
         got = explanation.rawhm[n][::-1]  # rawhm is channel-reversed
         error = np.abs(got - numeric[0]).max() / np.abs(numeric).max()
         assert error <= 1e-5, error

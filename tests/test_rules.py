@@ -830,17 +830,21 @@ def test_lrn_gradient_is_exact(size, alpha, beta, k):
 # Eltwise SUM under ε
 
 
-@pytest.mark.parametrize("coeff", [(), (1.0, -0.5), (2.0, 1.0, -1.0)])
-def test_eltwise_sum_epsilon(coeff):
-    rng = np.random.default_rng(len(coeff))
-    count = max(2, len(coeff))
+def eltwise_sum_case(coeff: tuple, rng) -> tuple[Eltwise, list[np.ndarray]]:
+    """An Eltwise SUM with these coefficients (none: all 1) and random bottoms for it (at least two, 2×3×4×5)."""
     param = caffe_pb2.LayerParameter(name="sum", type="Eltwise")
     param.eltwise_param.operation = 1
     param.eltwise_param.coeff.extend(coeff)
-    layer = Eltwise("sum", param, ())
-    bottoms = [rng.normal(size=(2, 3, 4, 5)).astype(np.float32) for _ in range(count)]
+    return Eltwise("sum", param, ()), [rng.normal(size=(2, 3, 4, 5)).astype(np.float32)
+                                       for _ in range(max(2, len(coeff)))]
+
+
+@pytest.mark.parametrize("coeff", [(), (1.0, -0.5), (2.0, 1.0, -1.0)])
+def test_eltwise_sum_epsilon(coeff):
+    rng = np.random.default_rng(len(coeff))
+    layer, bottoms = eltwise_sum_case(coeff, rng)
     # exact zero sums at some positions (z == 0 → undivided)
-    c = coeff or (1.0,) * count
+    c = coeff or (1.0,) * len(bottoms)
     bottoms[1][0, 0, 0] = (-np.float32(c[0]) * bottoms[0][0, 0, 0] / np.float32(c[1])).astype(np.float32)
     for b in bottoms[2:]:
         b[0, 0, 0] = 0
@@ -991,12 +995,7 @@ def test_eltwise_sum_conserving_alpha_beta(coeff, beta):
     contributions c_k·x_k; where one part is empty the other takes R whole. Conserving wherever the sum has a
     non-zero contribution, and |R_k| ≤ α|R|."""
     rng = np.random.default_rng(int(10 * beta) + len(coeff))
-    count = max(2, len(coeff))
-    param = caffe_pb2.LayerParameter(name="sum", type="Eltwise")
-    param.eltwise_param.operation = 1
-    param.eltwise_param.coeff.extend(coeff)
-    layer = Eltwise("sum", param, ())
-    bottoms = [rng.normal(size=(2, 3, 4, 5)).astype(np.float32) for _ in range(count)]
+    layer, bottoms = eltwise_sum_case(coeff, rng)
     bottoms[0][0, 0, 0] = np.abs(bottoms[0][0, 0, 0])  # rows where every contribution is positive ...
     for k, b in enumerate(bottoms[1:], start=1):
         b[0, 0, 0] = np.abs(b[0, 0, 0]) * np.sign(coeff[k] if coeff else 1.0)
@@ -1004,7 +1003,7 @@ def test_eltwise_sum_conserving_alpha_beta(coeff, beta):
     (y,), extra = layer.forward(bottoms)
     R = rng.normal(size=y.shape).astype(np.float32)
     got = layer.relevance(AlphaBeta(beta, conserving=True), Saved(bottoms, [y], extra), [R])
-    c = coeff or (1.0,) * count
+    c = coeff or (1.0,) * len(bottoms)
     contributions = np.stack([ck * b.astype(np.float64) for ck, b in zip(c, bottoms, strict=True)])
     alpha = 1 + beta
     expected = np.zeros_like(contributions)

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import pytest
 from google.protobuf import text_format
-from netbuilder import NetBuilder, explainer, zoo_like
+from netbuilder import NetBuilder, explainer, logits64, score_gradient, zoo_like
 from test_rules import RULES, ConvCase, check_rule, conv_layer, conv_param
 
 from lrp_cli.caffe import caffe_pb2, load_model, read_prototxt
@@ -562,34 +562,17 @@ def test_zoo_like_net_conserves_epsilon_relevance(tmp_path):
     assert abs(explanation.rawhm.sum() - seed) <= 2e-5 * abs(seed)
 
 
-def logits64(net: Net, x: np.ndarray) -> np.ndarray:
-    """The forward pass in float64 (the layers keep their input's precision) up to fc."""
-    blobs = {net.input_name: x}
-    for node in net.nodes:
-        if node.type == "Input":
-            blobs[node.tops[0]] = x
-            continue
-        tops, _ = node.layer.forward([blobs[b] for b in node.bottoms])
-        blobs.update(zip(node.tops, tops, strict=True))
-    return blobs["fc"]
-
-
 def test_zoo_like_net_gradient_formula_is_score_times_numerical_gradient(tmp_path):
     net = zoo_like_net(tmp_path, zero_bias=False)
     explanation = explainer(net, 11, 1.0, 0.0, 0, -1, 0, 5).explain(IMAGES[:2], [3, -1])
     h = 1e-5
     for n in range(2):
         x = IMAGES[n : n + 1].astype(np.float64)
-        logits = logits64(net, x)[0]
+        logits = logits64(net, x, "fc")[0]
         weights = np.zeros(5)
         for c in explanation.classes[n]:
             weights[c] = logits[c]
-        numeric = np.zeros_like(x)
-        for index in np.ndindex(x.shape):
-            plus, minus = x.copy(), x.copy()
-            plus[index] += h
-            minus[index] -= h
-            numeric[index] = (logits64(net, plus)[0] - logits64(net, minus)[0]) @ weights / (2 * h)
+        numeric = score_gradient(net, x, weights, "fc", h)
         got = explanation.rawhm[n][::-1]
         assert relative_error(got, numeric[0]) <= 1e-4
 
